@@ -1,0 +1,26 @@
+# Quick start: `make demo` (train and benchmark on the embedded default), `make test` (the test suite).
+# Both create or refresh .venv from requirements.txt first.
+PYTHON ?= python3
+VENV := .venv
+INSTALLED := $(VENV)/.installed-requirements
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test lint venv
+
+venv: $(INSTALLED)
+
+$(INSTALLED): requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	cp requirements.txt $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(VENV)/bin/python tools/run_demo.py
+
+test: $(INSTALLED)
+	$(VENV)/bin/python -m pytest
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,676 @@
+"""The shared core of the recipe: SSL encoder + DNN + CTC fine-tuning on LibriSpeech.
+
+Every strategy script (``downsampled_train.py``, ``layer_removal.py``,
+``early_exiting.py``) is a thin ``SSLCTCBrain`` subclass plus a call to
+``run_recipe``, which runs SpeechBrain's usual sequence: parse the command
+line, load the YAML, prepare the data on the main process, fine-tune, evaluate
+the best checkpoint on each test set and run the five benchmark tests.
+
+Usage (from a strategy script)::
+
+    from ssl_ctc import SSLCTCBrain, run_recipe
+
+    if __name__ == "__main__":
+        run_recipe(SSLCTCBrain)
+
+Authors
+ * Recipe team 2026
+"""
+
+import logging
+import os
+import string
+import sys
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+import benchmark
+from librispeech_prepare import prepare_librispeech
+
+logger = logging.getLogger(__name__)
+
+# 26 letters, the apostrophe and the word separator: LibriSpeech's characters.
+ALPHABET = list(string.ascii_uppercase) + ["'", " "]
+MERGED_TRAIN_CSV = "train.csv"
+
+
+class ConfigurationError(ValueError):
+    """Raised for a YAML key or command-line override with an impossible value."""
+
+
+# ------------------------------------------------------------------ building blocks
+
+
+def load_ssl_encoder(source, save_path, **wrapper_options):
+    """Load a WavLM, wav2vec 2.0 or HuBERT encoder through SpeechBrain's wrapper.
+
+    The wrapper uses ``AutoModel``, so one class serves all three architectures,
+    from a hub id (``microsoft/wavlm-large``) or a local folder holding
+    ``config.json``, the weights and ``preprocessor_config.json``.
+
+    Arguments
+    ---------
+    source : str
+        Hub id or local folder (the YAML key ``ssl_hub``).
+    save_path : str
+        Cache folder for downloaded files.
+    **wrapper_options
+        Passed to ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2``
+        (``freeze``, ``freeze_feature_extractor``, ``output_norm``...).
+
+    Returns
+    -------
+    speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+        The wrapped encoder; ``.model`` is the Hugging Face model.
+
+    Example
+    -------
+    >>> load_ssl_encoder("/nonexistent/encoder", "/tmp/ssl_cache")
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.ConfigurationError: ssl_hub '/nonexistent/encoder' cannot be loaded ...
+    """
+    from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+
+    try:
+        return Wav2Vec2(source=source, save_path=save_path, **wrapper_options)
+    except (OSError, ValueError) as error:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = (
+            "the hub is switched off (HF_HUB_OFFLINE=1): give a local folder with "
+            "config.json, the weights and preprocessor_config.json"
+            if offline
+            else "give a hub id such as microsoft/wavlm-large or a local folder with "
+            "config.json, the weights and preprocessor_config.json"
+        )
+        raise ConfigurationError(
+            f"ssl_hub '{source}' cannot be loaded ({type(error).__name__}: "
+            f"{str(error).splitlines()[0]}); {hint}"
+        ) from error
+
+
+def encoder_hidden_size(ssl_encoder):
+    """Return the width of the encoder's output frames (1024 for WavLM Large).
+
+    Arguments
+    ---------
+    ssl_encoder : speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+        The wrapped encoder.
+
+    Returns
+    -------
+    int
+        ``config.hidden_size`` of the Hugging Face model.
+    """
+    return ssl_encoder.model.config.hidden_size
+
+
+def build_downsampler(techniques, technique, factor):
+    """Pick and build the downsampler named on the command line.
+
+    Arguments
+    ---------
+    techniques : dict
+        Technique name -> partial constructor taking ``downsampling_factor``
+        (the YAML ``downsampling_techniques``: classes of
+        ``speechbrain.lobes.downsampling``).
+    technique : str
+        Key of ``techniques`` (the YAML ``downsampling_technique``).
+    factor : int
+        Downsampling factor; 1 means no downsampling (the baseline).
+
+    Returns
+    -------
+    torch.nn.Module
+        The downsampler, or ``torch.nn.Identity`` for factor 1.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.downsampling import PoolingDownsampler
+    >>> from functools import partial
+    >>> techniques = {"averaging": partial(PoolingDownsampler, kernel_size=21)}
+    >>> build_downsampler(techniques, "averaging", 2)(torch.rand(1, 16000)).shape
+    torch.Size([1, 7990])
+    >>> build_downsampler(techniques, "resampling", 2)
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.ConfigurationError: unknown downsampling_technique 'resampling'; valid: averaging
+    """
+    if technique not in techniques:
+        raise ConfigurationError(
+            f"unknown downsampling_technique '{technique}'; valid: {', '.join(sorted(techniques))}"
+        )
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ConfigurationError(
+            f"downsampling_factor must be an integer >= 1 (1 = no downsampling), got {factor!r}"
+        )
+    if factor == 1:
+        return torch.nn.Identity()
+    return techniques[technique](downsampling_factor=factor)
+
+
+def ctc_output_size(output_neurons, upsampling_factor):
+    """Width of the CTC linear layer: ``upsampling_factor`` frames of ``output_neurons``.
+
+    Arguments
+    ---------
+    output_neurons : int
+        Vocabulary size including blank (31 for LibriSpeech characters).
+    upsampling_factor : int
+        CTC frames emitted per encoder frame (1 = no upsampling).
+
+    Returns
+    -------
+    int
+        ``output_neurons * upsampling_factor``.
+
+    Example
+    -------
+    >>> ctc_output_size(31, 2)
+    62
+    >>> ctc_output_size(31, 0)
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.ConfigurationError: ctc_upsampling_factor must be an integer >= 1, got 0
+    """
+    if isinstance(upsampling_factor, bool) or not isinstance(upsampling_factor, int) or (
+        upsampling_factor < 1
+    ):
+        raise ConfigurationError(
+            f"ctc_upsampling_factor must be an integer >= 1, got {upsampling_factor!r}"
+        )
+    return output_neurons * upsampling_factor
+
+
+def paper_upsampling_factor(downsampling_factor):
+    """CTC output upsampling the paper used: 2 for factors >= 3, none below.
+
+    Arguments
+    ---------
+    downsampling_factor : int
+        Input downsampling factor.
+
+    Returns
+    -------
+    int
+        Upsampling factor of the CTC output.
+
+    Example
+    -------
+    >>> [paper_upsampling_factor(k) for k in (1, 2, 3, 4)]
+    [1, 1, 2, 2]
+    """
+    return 2 if downsampling_factor >= 3 else 1
+
+
+def upsample_ctc_frames(logits, upsampling_factor):
+    """Reshape [B, T, k*V] logits into [B, k*T, V] (k CTC frames per encoder frame).
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        Output of the CTC linear layer, last dimension ``k * V``.
+    upsampling_factor : int
+        ``k``.
+
+    Returns
+    -------
+    torch.Tensor
+        Logits with ``k`` times more frames.
+
+    Example
+    -------
+    >>> upsample_ctc_frames(torch.zeros(2, 5, 62), 2).shape
+    torch.Size([2, 10, 31])
+    """
+    batch, frames, values = logits.shape
+    return logits.reshape(batch, frames * upsampling_factor, values // upsampling_factor)
+
+
+def make_tokenizer():
+    """Build the character encoder: blank, bos, eos, then LibriSpeech's 28 characters.
+
+    Returns
+    -------
+    speechbrain.dataio.encoder.CTCTextEncoder
+        31 labels, ``<blank>`` at index 0 (the paper's output size).
+
+    Example
+    -------
+    >>> tokenizer = make_tokenizer()
+    >>> len(tokenizer), tokenizer.lab2ind["<blank>"], tokenizer.encode_sequence(list("HI"))
+    (31, 0, [10, 11])
+    """
+    tokenizer = CTCTextEncoder()
+    tokenizer.insert_blank(index=0)
+    tokenizer.insert_bos_eos(bos_label="<bos>", eos_label="<eos>", bos_index=1, eos_index=2)
+    tokenizer.update_from_iterable(ALPHABET, sequence_input=False)
+    return tokenizer
+
+
+def encoder_frames(ssl_encoder, num_samples):
+    """Number of frames the encoder's CNN front end makes from ``num_samples`` samples.
+
+    Arguments
+    ---------
+    ssl_encoder : speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+        The wrapped encoder.
+    num_samples : int
+        Input length in samples (after any downsampling).
+
+    Returns
+    -------
+    int
+        Output frames (0 when the input is shorter than the receptive field).
+    """
+    if num_samples < 400:
+        return 0
+    lengths = ssl_encoder.model._get_feat_extract_output_lengths(torch.tensor([num_samples]))
+    return int(lengths.item())
+
+
+# ------------------------------------------------------------------ the Brain
+
+
+class SSLCTCBrain(sb.Brain):
+    """Fine-tunes an SSL encoder with a DNN + CTC head; optional input downsampler.
+
+    ``infer_batch`` is the single inference path, used by training, validation,
+    testing and the benchmark. Strategies override ``encode`` (what runs
+    between the waveform and the head) and ``experiment_tags``.
+    """
+
+    def encode(self, wavs, wav_lens):
+        """Run the downsampler and the SSL encoder; return ``[B, T, H]`` features."""
+        wavs = self.modules.downsampler(wavs)
+        return self.modules.ssl(wavs, wav_lens)
+
+    def classify(self, features):
+        """Run the DNN block and the CTC layer; return ``[B, k*T, V]`` log-probs."""
+        logits = self.modules.ctc_lin(self.modules.enc(features))
+        logits = upsample_ctc_frames(logits, self.hparams.ctc_upsampling_factor)
+        return self.hparams.log_softmax(logits)
+
+    def infer_batch(self, wavs, wav_lens):
+        """Waveforms to CTC log-probs and each utterance's true number of frames.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[B, samples]`` waveforms at 16 kHz.
+        wav_lens : torch.Tensor
+            Relative lengths in (0, 1].
+
+        Returns
+        -------
+        dict
+            ``log_probs`` ``[B, T, V]`` and ``lengths`` (LongTensor ``[B]``).
+        """
+        log_probs = self.classify(self.encode(wavs, wav_lens))
+        lengths = torch.round(wav_lens * log_probs.shape[1]).long().clamp(min=1)
+        return {"log_probs": log_probs, "lengths": lengths}
+
+    def compute_forward(self, batch, stage):
+        """Forward a batch; see ``infer_batch``."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        return self.infer_batch(wavs, wav_lens)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """CTC loss; greedy decoding and error rates outside training."""
+        log_probs = predictions["log_probs"]
+        _, wav_lens = batch.sig
+        tokens, token_lens = batch.tokens
+        loss = self.hparams.ctc_cost(log_probs, tokens, wav_lens, token_lens)
+        if stage != sb.Stage.TRAIN:
+            hypotheses = self.greedy_transcripts(log_probs, wav_lens)
+            references = [words.split(" ") for words in batch.wrd]
+            self.wer_metric.append(batch.id, hypotheses, references)
+            self.cer_metric.append(batch.id, hypotheses, references)
+        return loss
+
+    def greedy_transcripts(self, log_probs, wav_lens):
+        """Greedy CTC decoding to lists of words."""
+        sequences = sb.decoders.ctc_greedy_decode(
+            log_probs, wav_lens, blank_id=self.tokenizer.get_blank_index()
+        )
+        characters = self.tokenizer.decode_ndim(sequences)
+        return ["".join(chars).split() for chars in characters]
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the error-rate trackers before validation and test."""
+        if stage != sb.Stage.TRAIN:
+            self.wer_metric = self.hparams.error_rate_computer()
+            self.cer_metric = self.hparams.cer_computer()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log, anneal the learning rates, checkpoint on validation WER, write test WERs."""
+        stage_stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stage_stats
+            return
+        stage_stats["WER"] = self.wer_metric.summarize("error_rate")
+        stage_stats["CER"] = self.cer_metric.summarize("error_rate")
+        if stage == sb.Stage.VALID:
+            old_lr_model, new_lr_model = self.hparams.lr_annealing_model(stage_stats["loss"])
+            old_lr_ssl, new_lr_ssl = self.hparams.lr_annealing_ssl(stage_stats["loss"])
+            sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr_model)
+            if self.ssl_optimizer is not None:
+                sb.nnet.schedulers.update_learning_rate(self.ssl_optimizer, new_lr_ssl)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr_model": old_lr_model, "lr_ssl": old_lr_ssl},
+                train_stats=self.train_stats,
+                valid_stats=stage_stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"WER": stage_stats["WER"]}, min_keys=["WER"]
+            )
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stage_stats,
+            )
+            if if_main_process():
+                with open(self.test_wer_file, "w", encoding="utf-8") as wer_file:
+                    self.wer_metric.write_stats(wer_file)
+            self.test_stats = stage_stats
+
+    def init_optimizers(self):
+        """Adam for the SSL encoder, Adadelta for the head and learned downsampler."""
+        self.model_optimizer = self.hparams.model_opt_class(self.hparams.model.parameters())
+        self.optimizers_dict = {"model_optimizer": self.model_optimizer}
+        self.ssl_optimizer = None
+        if not self.hparams.freeze_ssl:
+            self.ssl_optimizer = self.hparams.ssl_opt_class(self.modules.ssl.parameters())
+            self.optimizers_dict["ssl_optimizer"] = self.ssl_optimizer
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("model_optimizer", self.model_optimizer)
+            if self.ssl_optimizer is not None:
+                self.checkpointer.add_recoverable("ssl_optimizer", self.ssl_optimizer)
+
+    def experiment_tags(self):
+        """Fields copied into every benchmark record (strategy, factor, layers, name)."""
+        factor = self.hparams.downsampling_factor
+        prefixes = {"signal_downsampling": "SD", "averaging": "AV", "convolutional": "CL"}
+        technique = self.hparams.downsampling_technique
+        layers = self.modules.ssl.model.config.num_hidden_layers
+        baseline = factor == 1
+        return {
+            "name": "No downsampling" if baseline else f"{prefixes.get(technique, technique)}{factor}",
+            "strategy": "baseline" if baseline else "downsampling",
+            "technique": None if baseline else technique,
+            "factor": factor,
+            "layers": layers,
+            "ctc_upsampling_factor": self.hparams.ctc_upsampling_factor,
+            "label": "x1" if baseline else f"x{factor}",
+            "baseline": baseline,
+        }
+
+
+# ------------------------------------------------------------------ data
+
+
+def dataio_prepare(hparams, csv_paths, tokenizer):
+    """Build the train, valid and test datasets from the prepared CSV files.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded YAML (``data_folder``, ``dev_splits``, ``test_splits``, ``sorting``,
+        dataloader options).
+    csv_paths : dict
+        Split name (and ``train.csv`` for the merged training splits) -> CSV path,
+        as returned by ``prepare_librispeech``.
+    tokenizer : speechbrain.dataio.encoder.CTCTextEncoder
+        Character encoder (see ``make_tokenizer``).
+
+    Returns
+    -------
+    tuple
+        ``(train_data, valid_data, test_datasets)``, the last a dict split -> dataset.
+    """
+    data_folder = hparams["data_folder"]
+
+    def load(csv_path):
+        return sb.dataio.dataset.DynamicItemDataset.from_csv(
+            csv_path=csv_path, replacements={"data_root": data_folder}
+        )
+
+    train_data = load(csv_paths[MERGED_TRAIN_CSV])
+    if hparams["sorting"] in ("ascending", "descending"):
+        train_data = train_data.filtered_sorted(
+            sort_key="duration", reverse=hparams["sorting"] == "descending"
+        )
+        hparams["train_dataloader_opts"]["shuffle"] = False
+    elif hparams["sorting"] != "random":
+        raise ConfigurationError(
+            f"sorting must be ascending, descending or random, got '{hparams['sorting']}'"
+        )
+    if len(hparams["dev_splits"]) != 1:
+        raise ConfigurationError(
+            f"dev_splits must name exactly one validation split, got {hparams['dev_splits']}"
+        )
+    valid_data = load(csv_paths[hparams["dev_splits"][0]]).filtered_sorted(sort_key="duration")
+    test_datasets = {
+        split: load(csv_paths[split]).filtered_sorted(sort_key="duration")
+        for split in hparams["test_splits"]
+    }
+    datasets = [train_data, valid_data, *test_datasets.values()]
+    check_characters(datasets)
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return read_waveform(wav)
+
+    @sb.utils.data_pipeline.takes("wrd")
+    @sb.utils.data_pipeline.provides("wrd", "char_list", "tokens")
+    def text_pipeline(wrd):
+        yield wrd
+        char_list = list(wrd)
+        yield char_list
+        yield torch.LongTensor(tokenizer.encode_sequence(char_list))
+
+    sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
+    sb.dataio.dataset.add_dynamic_item(datasets, text_pipeline)
+    sb.dataio.dataset.set_output_keys(datasets, ["id", "sig", "wrd", "tokens", "duration"])
+    return train_data, valid_data, test_datasets
+
+
+def read_waveform(path):
+    """Read an audio file as a 1-D float tensor, naming the file when it fails.
+
+    Arguments
+    ---------
+    path : str
+        Audio file path.
+
+    Returns
+    -------
+    torch.Tensor
+        The waveform.
+    """
+    try:
+        waveform = sb.dataio.dataio.read_audio(path)
+    except Exception as error:
+        raise RuntimeError(f"cannot read audio file '{path}': {error}") from error
+    if waveform.numel() == 0:
+        raise RuntimeError(f"audio file '{path}' is empty")
+    return waveform
+
+
+def check_characters(datasets):
+    """Raise if a transcript holds a character outside LibriSpeech's alphabet."""
+    allowed = set(ALPHABET)
+    for dataset in datasets:
+        with dataset.output_keys_as(["id", "wrd"]):
+            for item in dataset:
+                unknown = set(item["wrd"]) - allowed
+                if unknown:
+                    raise ConfigurationError(
+                        f"utterance {item['id']} has characters outside A-Z, apostrophe and "
+                        f"space: {''.join(sorted(unknown))!r}"
+                    )
+
+
+def count_ctc_shortfalls(dataset, ssl_encoder, downsampling_factor, upsampling_factor,
+                         sample_rate):
+    """Count utterances with more characters than CTC output frames.
+
+    Arguments
+    ---------
+    dataset : speechbrain.dataio.dataset.DynamicItemDataset
+        Dataset with ``duration`` and ``wrd``.
+    ssl_encoder : speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+        Encoder whose CNN front end decides the frame rate.
+    downsampling_factor : int
+        Input downsampling factor.
+    upsampling_factor : int
+        CTC output upsampling factor.
+    sample_rate : int
+        Input sampling rate.
+
+    Returns
+    -------
+    tuple
+        ``(shortfalls, total)``.
+    """
+    shortfalls = total = 0
+    with dataset.output_keys_as(["duration", "wrd"]):
+        for item in dataset:
+            samples = int(float(item["duration"]) * sample_rate / downsampling_factor)
+            frames = encoder_frames(ssl_encoder, samples) * upsampling_factor
+            total += 1
+            shortfalls += len(item["wrd"]) > frames
+    return shortfalls, total
+
+
+# ------------------------------------------------------------------ the recipe sequence
+
+
+def load_recipe_hparams(argv):
+    """Parse the command line and load the YAML with its overrides.
+
+    Arguments
+    ---------
+    argv : list of str
+        Command-line arguments without the program name.
+
+    Returns
+    -------
+    tuple
+        ``(hparams_file, run_opts, overrides, hparams)``.
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    check_device(run_opts.get("device", "cpu"))
+    with open(hparams_file, encoding="utf-8") as yaml_file:
+        hparams = load_hyperpyyaml(yaml_file, overrides)
+    return hparams_file, run_opts, overrides, hparams
+
+
+def check_device(device):
+    """Fail fast when ``--device cuda`` is asked for on a machine without CUDA.
+
+    Example
+    -------
+    >>> check_device("cpu")
+    """
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigurationError(
+            f"--device {device} was given but no CUDA device is available; use --device cpu"
+        )
+
+
+def run_recipe(brain_class, argv=None):
+    """The common ``__main__`` of every strategy script, in SpeechBrain's recipe order.
+
+    Arguments
+    ---------
+    brain_class : type
+        ``SSLCTCBrain`` or a subclass.
+    argv : list of str, optional
+        Command line (defaults to ``sys.argv[1:]``).
+
+    Returns
+    -------
+    SSLCTCBrain
+        The trained (or recovered) brain, with ``benchmark_records`` set on the main process.
+    """
+    hparams_file, run_opts, overrides, hparams = load_recipe_hparams(
+        sys.argv[1:] if argv is None else argv
+    )
+    benchmark_settings = benchmark.BenchmarkSettings.from_hparams(hparams)
+    benchmark_settings.validate()
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    prepare_options = {
+        "data_folder": hparams["data_folder"],
+        "save_folder": hparams["prepare_folder"],
+        "tr_splits": hparams["train_splits"],
+        "dev_splits": hparams["dev_splits"],
+        "te_splits": hparams["test_splits"],
+        "merge_lst": hparams["train_splits"],
+        "merge_name": MERGED_TRAIN_CSV,
+    }
+    run_on_main(prepare_librispeech, kwargs={**prepare_options, "skip_prep": hparams["skip_prep"]})
+    csv_paths = prepare_librispeech(**prepare_options, skip_prep=True)
+    tokenizer = make_tokenizer()
+    train_data, valid_data, test_datasets = dataio_prepare(hparams, csv_paths, tokenizer)
+
+    brain = brain_class(
+        modules=hparams["modules"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.tokenizer = tokenizer
+    warn_ctc_shortfalls(brain, train_data)
+
+    if not brain.test_only:
+        brain.fit(
+            brain.hparams.epoch_counter,
+            train_data,
+            valid_data,
+            train_loader_kwargs=hparams["train_dataloader_opts"],
+            valid_loader_kwargs=hparams["valid_dataloader_opts"],
+        )
+    for split, test_data in test_datasets.items():
+        brain.test_wer_file = os.path.join(hparams["output_folder"], f"wer_{split}.txt")
+        brain.evaluate(
+            test_data, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"]
+        )
+    brain.benchmark_records = []
+    if if_main_process():
+        brain.benchmark_records = benchmark.run_five_tests(
+            brain, test_datasets, benchmark_settings, brain.experiment_tags(),
+            hparams["output_folder"],
+        )
+    return brain
+
+
+def warn_ctc_shortfalls(brain, train_data):
+    """Log a warning when downsampling leaves CTC fewer frames than characters."""
+    shortfalls, total = count_ctc_shortfalls(
+        train_data,
+        brain.modules.ssl,
+        brain.hparams.downsampling_factor,
+        brain.hparams.ctc_upsampling_factor,
+        brain.hparams.sample_rate,
+    )
+    if shortfalls:
+        logger.warning(
+            f"{shortfalls} of {total} training utterances have more characters than CTC "
+            f"output frames after downsampling by {brain.hparams.downsampling_factor} "
+            f"(x{brain.hparams.ctc_upsampling_factor} upsampling); CTC cannot emit them. "
+            "Raise --ctc_upsampling_factor (the paper used 2 for factors >= 3)."
+        )
+    return shortfalls
+
