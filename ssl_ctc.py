@@ -26,6 +26,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 import benchmark
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 # 26 letters, the apostrophe and the word separator: LibriSpeech's characters.
 ALPHABET = list(string.ascii_uppercase) + ["'", " "]
 MERGED_TRAIN_CSV = "train.csv"
+# Row names of the paper's table: SD2, AV3, CL4...
+TECHNIQUE_ABBREVIATIONS = {"signal_downsampling": "SD", "averaging": "AV", "convolutional": "CL"}
 
 
 class ConfigurationError(ValueError):
@@ -45,7 +48,7 @@ class ConfigurationError(ValueError):
 # ------------------------------------------------------------------ building blocks
 
 
-def load_ssl_encoder(source, save_path, **wrapper_options):
+def load_ssl_encoder(source, save_path, considered_layers=None, **wrapper_options):
     """Load a WavLM, wav2vec 2.0 or HuBERT encoder through SpeechBrain's wrapper.
 
     The wrapper uses ``AutoModel``, so one class serves all three architectures,
@@ -58,13 +61,15 @@ def load_ssl_encoder(source, save_path, **wrapper_options):
         Hub id or local folder (the YAML key ``ssl_hub``).
     save_path : str
         Cache folder for downloaded files.
+    considered_layers : int, optional
+        Keep only the first N transformer layers (layer removal); None keeps all.
     **wrapper_options
         Passed to ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2``
         (``freeze``, ``freeze_feature_extractor``, ``output_norm``...).
 
     Returns
     -------
-    speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+    SSLEncoder
         The wrapped encoder; ``.model`` is the Hugging Face model.
 
     Example
@@ -74,11 +79,12 @@ def load_ssl_encoder(source, save_path, **wrapper_options):
     ...
     ssl_ctc.ConfigurationError: ssl_hub '/nonexistent/encoder' cannot be loaded ...
     """
-    from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
-
     try:
-        return Wav2Vec2(source=source, save_path=save_path, **wrapper_options)
+        return SSLEncoder(source, save_path, considered_layers=considered_layers,
+                          **wrapper_options)
     except (OSError, ValueError) as error:
+        if isinstance(error, ConfigurationError):
+            raise
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = (
             "the hub is switched off (HF_HUB_OFFLINE=1): give a local folder with "
@@ -91,6 +97,47 @@ def load_ssl_encoder(source, save_path, **wrapper_options):
             f"ssl_hub '{source}' cannot be loaded ({type(error).__name__}: "
             f"{str(error).splitlines()[0]}); {hint}"
         ) from error
+
+
+class SSLEncoder(Wav2Vec2):
+    """SpeechBrain's Hugging Face SSL wrapper that can keep only the first N layers.
+
+    The depth is cut in the configuration before the weights are loaded, so the
+    removed layers never take memory, the final encoder LayerNorm stays, and
+    layers go from the top only (WavLM's layer 0 owns the relative position
+    bias). Checkpoints of a truncated encoder therefore restore into the same
+    shapes, whether training resumes or ``--test_only`` runs.
+
+    Arguments
+    ---------
+    source : str
+        Hub id or local folder.
+    save_path : str
+        Cache folder for downloaded files.
+    considered_layers : int, optional
+        Number of transformer layers to keep, 1 to the encoder's depth; None keeps all.
+    **wrapper_options
+        Passed to ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2``.
+    """
+
+    def __init__(self, source, save_path, considered_layers=None, **wrapper_options):
+        # Read by override_config, which the parent constructor calls before loading.
+        self.considered_layers = considered_layers
+        super().__init__(source=source, save_path=save_path, **wrapper_options)
+
+    def override_config(self, config):
+        """Set the encoder depth to ``considered_layers`` before the weights load."""
+        if self.considered_layers is None:
+            return config
+        depth = config.num_hidden_layers
+        layers = self.considered_layers
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= depth:
+            raise ConfigurationError(
+                f"considered_layers must be between 1 and the encoder's depth {depth}, "
+                f"got {layers!r}"
+            )
+        config.num_hidden_layers = layers
+        return config
 
 
 def encoder_hidden_size(ssl_encoder):
@@ -249,6 +296,7 @@ def make_tokenizer():
     tokenizer.insert_blank(index=0)
     tokenizer.insert_bos_eos(bos_label="<bos>", eos_label="<eos>", bos_index=1, eos_index=2)
     tokenizer.update_from_iterable(ALPHABET, sequence_input=False)
+    tokenizer.expect_len(len(ALPHABET) + 3)
     return tokenizer
 
 
@@ -393,21 +441,29 @@ class SSLCTCBrain(sb.Brain):
                 self.checkpointer.add_recoverable("ssl_optimizer", self.ssl_optimizer)
 
     def experiment_tags(self):
-        """Fields copied into every benchmark record (strategy, factor, layers, name)."""
+        """Fields copied into every benchmark record: name, strategy, factor, layers.
+
+        Downsampling and layer removal compose, so the name does too: ``SD2``,
+        ``18L``, ``SD2 18L`` or ``No downsampling``.
+        """
         factor = self.hparams.downsampling_factor
-        prefixes = {"signal_downsampling": "SD", "averaging": "AV", "convolutional": "CL"}
         technique = self.hparams.downsampling_technique
+        truncated = self.hparams.considered_layers is not None
         layers = self.modules.ssl.model.config.num_hidden_layers
-        baseline = factor == 1
+        strategies = ([technique] if factor > 1 else []) + (["layer_removal"] if truncated else [])
+        names = ([f"{TECHNIQUE_ABBREVIATIONS.get(technique, technique)}{factor}"] if factor > 1 else []) + (
+            [f"{layers}L"] if truncated else []
+        )
+        labels = ([f"x{factor}"] if factor > 1 else []) + ([f"{layers} L"] if truncated else [])
         return {
-            "name": "No downsampling" if baseline else f"{prefixes.get(technique, technique)}{factor}",
-            "strategy": "baseline" if baseline else "downsampling",
-            "technique": None if baseline else technique,
+            "name": " ".join(names) or "No downsampling",
+            "strategy": "+".join(strategies) or "baseline",
+            "technique": technique if factor > 1 else None,
             "factor": factor,
             "layers": layers,
             "ctc_upsampling_factor": self.hparams.ctc_upsampling_factor,
-            "label": "x1" if baseline else f"x{factor}",
-            "baseline": baseline,
+            "label": " ".join(labels) or "x1",
+            "baseline": factor == 1 and not truncated,
         }
 
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Fine-tune an SSL encoder cut to its first N transformer layers, then benchmark it.
+
+The encoder's depth is set to ``--considered_layers`` in its configuration before
+the weights load (``ssl_ctc.SSLEncoder``), so the removed layers cost neither
+memory nor time, and checkpoints restore into the truncated shapes. The sweep
+over N is ``layer_removal.sh``.
+
+Usage::
+
+    python layer_removal.py hparams/layer_removal.yaml --data_folder /path/to/LibriSpeech \
+        --considered_layers 18
+
+Authors
+ * Recipe team 2026
+"""
+
+from ssl_ctc import SSLCTCBrain, run_recipe
+
+
+class LayerRemovalBrain(SSLCTCBrain):
+    """The core Brain on a truncated encoder; the YAML's ``considered_layers`` cuts it."""
+
+
+if __name__ == "__main__":
+    run_recipe(LayerRemovalBrain)

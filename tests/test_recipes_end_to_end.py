@@ -1,0 +1,94 @@
+"""Each strategy script end to end with --debug on the embedded corpus."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+FAST_BENCHMARK = ["--lm_beam_width", "8", "--benchmark_mac_batches", "1",
+                  "--benchmark_warmup_batches", "1", "--lm_decode_workers", "1"]
+
+
+def recipe_args(yaml_name, corpus, encoder, output_folder, *extra):
+    return [
+        os.path.join(REPO, "hparams", yaml_name),
+        "--data_folder", corpus,
+        "--ssl_hub", encoder,
+        "--output_folder", str(output_folder),
+        "--test_splits=[test-clean]",
+        "--dnn_neurons", "32",
+        "--debug", "--debug_batches", "2",
+        *FAST_BENCHMARK,
+        *extra,
+    ]
+
+
+def read_records(output_folder):
+    with open(os.path.join(output_folder, "benchmark.json"), encoding="utf-8") as records:
+        return json.load(records)
+
+
+@pytest.mark.parametrize(
+    "architecture, technique, factor",
+    [("wavlm", "signal_downsampling", 2), ("wavlm", "averaging", 3),
+     ("wavlm", "convolutional", 3), ("wav2vec2", "signal_downsampling", 2),
+     ("hubert", "convolutional", 1)],
+)
+def test_downsampled_train_debug(tiny_encoders, embedded_corpus, tmp_path, architecture,
+                                 technique, factor):
+    from downsampled_train import DownsampledBrain
+    from ssl_ctc import run_recipe
+
+    output_folder = tmp_path / "experiment"
+    brain = run_recipe(DownsampledBrain, recipe_args(
+        "sig_down8000.yaml", embedded_corpus, tiny_encoders[architecture], output_folder,
+        "--downsampling_technique", technique, "--downsampling_factor", str(factor)))
+    assert os.path.isfile(output_folder / "wer_test-clean.txt")
+    assert os.path.isfile(output_folder / "train_log.txt")
+    records = read_records(output_folder)
+    assert records == brain.benchmark_records or len(records) >= len(brain.benchmark_records)
+    tags = {(record.get("factor"), record.get("strategy")) for record in records}
+    assert tags == {(factor, technique if factor > 1 else "baseline")}
+    assert brain.hparams.ctc_upsampling_factor == (2 if factor >= 3 else 1)
+
+
+def test_layer_removal_script_debug(tiny_encoders, embedded_corpus, tmp_path):
+    output_folder = tmp_path / "layers2"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "layer_removal.py"),
+         *recipe_args("layer_removal.yaml", embedded_corpus, tiny_encoders["wavlm"],
+                      output_folder, "--considered_layers", "2", "--downsampling_factor", "2")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_records(output_folder)
+    assert {record["name"] for record in records} == {"SD2 2L"}
+    assert {record["layers"] for record in records} == {2}
+
+
+def test_layer_removal_sweep_skips_finished_depths(tiny_encoders, embedded_corpus, tmp_path):
+    environment = {
+        **os.environ,
+        "LAYERS": "2 1",
+        "OUTPUT_ROOT": str(tmp_path / "sweep"),
+        "PYTHON": sys.executable,
+    }
+    arguments = ["bash", os.path.join(REPO, "layer_removal.sh"), "--data_folder", embedded_corpus,
+                 "--ssl_hub", tiny_encoders["wavlm"], "--test_splits=[test-clean]",
+                 "--dnn_neurons", "32", "--debug", "--debug_batches", "2", *FAST_BENCHMARK]
+    first = subprocess.run(arguments, env=environment, capture_output=True, text=True,
+                           timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for depth in (2, 1):
+        assert os.path.isfile(tmp_path / "sweep" / f"{depth}_layers" / "benchmark.json")
+    assert os.path.isfile(tmp_path / "sweep" / "summary.md")
+    os.remove(tmp_path / "sweep" / "1_layers" / "benchmark.json")
+    second = subprocess.run(arguments, env=environment, capture_output=True, text=True,
+                            timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 layers already finished" in second.stdout
+    assert "fine-tuning with the first 1 layers" in second.stdout
