@@ -370,16 +370,20 @@ class SSLCTCBrain(sb.Brain):
 
     def compute_objectives(self, predictions, batch, stage):
         """CTC loss; greedy decoding and error rates outside training."""
-        log_probs = predictions["log_probs"]
-        _, wav_lens = batch.sig
-        tokens, token_lens = batch.tokens
-        loss = self.hparams.ctc_cost(log_probs, tokens, wav_lens, token_lens)
+        loss = self.compute_ctc_loss(predictions, batch)
         if stage != sb.Stage.TRAIN:
-            hypotheses = self.greedy_transcripts(log_probs, wav_lens)
+            _, wav_lens = batch.sig
+            hypotheses = self.greedy_transcripts(predictions["log_probs"], wav_lens)
             references = [words.split(" ") for words in batch.wrd]
             self.wer_metric.append(batch.id, hypotheses, references)
             self.cer_metric.append(batch.id, hypotheses, references)
         return loss
+
+    def compute_ctc_loss(self, predictions, batch):
+        """CTC loss of ``predictions["log_probs"]`` against the batch's characters."""
+        _, wav_lens = batch.sig
+        tokens, token_lens = batch.tokens
+        return self.hparams.ctc_cost(predictions["log_probs"], tokens, wav_lens, token_lens)
 
     def greedy_transcripts(self, log_probs, wav_lens):
         """Greedy CTC decoding to lists of words."""
@@ -433,12 +437,18 @@ class SSLCTCBrain(sb.Brain):
         self.optimizers_dict = {"model_optimizer": self.model_optimizer}
         self.ssl_optimizer = None
         if not self.hparams.freeze_ssl:
-            self.ssl_optimizer = self.hparams.ssl_opt_class(self.modules.ssl.parameters())
+            self.ssl_optimizer = self.hparams.ssl_opt_class(self.hparams.ssl.parameters())
             self.optimizers_dict["ssl_optimizer"] = self.ssl_optimizer
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("model_optimizer", self.model_optimizer)
             if self.ssl_optimizer is not None:
                 self.checkpointer.add_recoverable("ssl_optimizer", self.ssl_optimizer)
+
+    def run_benchmark(self, test_datasets, settings):
+        """The five tests on every test set with the loaded (best) checkpoint; returns records."""
+        return benchmark.run_five_tests(
+            self, test_datasets, settings, self.experiment_tags(), self.hparams.output_folder
+        )
 
     def experiment_tags(self):
         """Fields copied into every benchmark record: name, strategy, factor, layers.
@@ -449,7 +459,7 @@ class SSLCTCBrain(sb.Brain):
         factor = self.hparams.downsampling_factor
         technique = self.hparams.downsampling_technique
         truncated = self.hparams.considered_layers is not None
-        layers = self.modules.ssl.model.config.num_hidden_layers
+        layers = self.hparams.ssl.model.config.num_hidden_layers
         strategies = ([technique] if factor > 1 else []) + (["layer_removal"] if truncated else [])
         names = ([f"{TECHNIQUE_ABBREVIATIONS.get(technique, technique)}{factor}"] if factor > 1 else []) + (
             [f"{layers}L"] if truncated else []
@@ -705,10 +715,7 @@ def run_recipe(brain_class, argv=None):
         )
     brain.benchmark_records = []
     if if_main_process():
-        brain.benchmark_records = benchmark.run_five_tests(
-            brain, test_datasets, benchmark_settings, brain.experiment_tags(),
-            hparams["output_folder"],
-        )
+        brain.benchmark_records = brain.run_benchmark(test_datasets, benchmark_settings)
     return brain
 
 
@@ -716,7 +723,7 @@ def warn_ctc_shortfalls(brain, train_data):
     """Log a warning when downsampling leaves CTC fewer frames than characters."""
     shortfalls, total = count_ctc_shortfalls(
         train_data,
-        brain.modules.ssl,
+        brain.hparams.ssl,
         brain.hparams.downsampling_factor,
         brain.hparams.ctc_upsampling_factor,
         brain.hparams.sample_rate,
