@@ -90,9 +90,9 @@ def print_overview(output_root):
             continue
         with open(os.path.join(folder, "benchmark.json"), encoding="utf-8") as records_file:
             records = json.load(records_file)
-        cpu = [r for r in records if r.get("device") == "cpu" and r.get("status") == "ok"]
-        greedy = [r for r in cpu if not r.get("lm")]
-        with_lm = [r for r in cpu if r.get("lm")]
+        measured = [record for record in records if record.get("status") == "ok"]
+        greedy = [record for record in measured if record["test"] == "cpu_greedy"]
+        with_lm = [record for record in measured if record["test"] == "cpu_lm"]
         if not greedy:
             continue
         latest = greedy[-1]
