@@ -13,9 +13,11 @@ as ``__main__``).
 
 Usage::
 
-    python early_exiting.py hparams/early_exiting/early_exits.yaml --data_folder /path/to/LibriSpeech
-    python early_exiting.py hparams/early_exiting/early_exits.yaml --data_folder /path/to/LibriSpeech \
-        --test_only --exit_threshold_sweep "[0.01, 0.02, 0.05, 0.1]"
+    python early_exiting.py hparams/early_exiting/early_exits.yaml \
+        --data_folder /path/to/LibriSpeech
+    python early_exiting.py hparams/early_exiting/early_exits.yaml \
+        --data_folder /path/to/LibriSpeech --test_only \
+        --exit_threshold_sweep "[0.01, 0.02, 0.05, 0.1]"
 
 Authors
  * Recipe team 2026

@@ -95,10 +95,11 @@ def prepare_librispeech(
         logger.info("Data preparation already done with the same options: skipping.")
         return csv_paths
 
+    # Every split is read and checked before any CSV is (re)written: a broken
+    # corpus leaves the manifests of an earlier preparation as they were.
+    rows_per_split = {split: read_split(data_folder, split) for split in splits}
     os.makedirs(save_folder, exist_ok=True)
-    rows_per_split = {}
     for split in splits:
-        rows_per_split[split] = read_split(data_folder, split)
         write_csv(csv_paths[split], rows_per_split[split])
         logger.info(f"Wrote {len(rows_per_split[split])} utterances to {csv_paths[split]}")
     if merge_lst:
@@ -123,7 +124,7 @@ def check_layout(data_folder, splits):
     >>> check_layout("/nonexistent/LibriSpeech", ["dev-clean"])
     Traceback (most recent call last):
     ...
-    librispeech_prepare.DataPreparationError: data_folder '/nonexistent/LibriSpeech' does not exist ...
+    librispeech_prepare.DataPreparationError: data_folder '/nonexistent/LibriSpeech' ...
     """
     if not data_folder or not os.path.isdir(data_folder):
         raise DataPreparationError(

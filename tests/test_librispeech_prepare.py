@@ -8,7 +8,11 @@ import soundfile
 
 from librispeech_prepare import DataPreparationError, prepare_librispeech
 
-SPLITS = {"tr_splits": ["train-clean-100"], "dev_splits": ["dev-clean"], "te_splits": ["test-clean"]}
+SPLITS = {
+    "tr_splits": ["train-clean-100"],
+    "dev_splits": ["dev-clean"],
+    "te_splits": ["test-clean"],
+}
 
 
 def read_rows(path):

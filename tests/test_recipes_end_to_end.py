@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 FAST_BENCHMARK = ["--lm_beam_width", "8", "--benchmark_mac_batches", "1",

@@ -5,10 +5,10 @@ import os
 
 import pytest
 import torch
+from conftest import REPO
 from hyperpyyaml import load_hyperpyyaml
 
 import ssl_ctc
-from conftest import REPO
 
 TECHNIQUES = ["signal_downsampling", "averaging", "convolutional"]
 
