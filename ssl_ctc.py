@@ -17,20 +17,27 @@ Authors
  * Recipe team 2026
 """
 
+import contextlib
+import csv
+import json
 import logging
 import os
 import string
 import sys
+import tempfile
+import zipfile
 
 import speechbrain as sb
 import torch
+import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, PARAMFILE_EXT, Checkpointer
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 import benchmark
-from librispeech_prepare import prepare_librispeech
+from librispeech_prepare import check_layout, prepare_librispeech
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,14 @@ ALPHABET = list(string.ascii_uppercase) + ["'", " "]
 MERGED_TRAIN_CSV = "train.csv"
 # Row names of the paper's table: SD2, AV3, CL4...
 TECHNIQUE_ABBREVIATIONS = {"signal_downsampling": "SD", "averaging": "AV", "convolutional": "CL"}
+# Hugging Face model types the recipe fine-tunes (config.json "model_type").
+SSL_MODEL_TYPES = ("hubert", "wav2vec2", "wavlm")
+# Manifest columns the recipe reads (librispeech_prepare also writes spk_id).
+REQUIRED_CSV_COLUMNS = ("ID", "duration", "wav", "wrd")
+# Subfolder of save_folder where checkpoints that cannot be loaded are moved.
+BROKEN_CHECKPOINTS_FOLDER = "broken_checkpoints"
+# First bytes of a torch.save archive (a zip file whose directory is written last).
+ZIP_SIGNATURE = b"PK\x03\x04"
 
 
 class ConfigurationError(ValueError):
@@ -79,6 +94,10 @@ def load_ssl_encoder(source, save_path, considered_layers=None, **wrapper_option
     ...
     ssl_ctc.ConfigurationError: ssl_hub '/nonexistent/encoder' cannot be loaded ...
     """
+    local_config = os.path.join(str(source), "config.json")
+    if os.path.isfile(local_config):  # types unknown to transformers fail before override_config
+        with open(local_config, encoding="utf-8") as config_file:
+            check_ssl_architecture(source, json.load(config_file).get("model_type"))
     try:
         return SSLEncoder(source, save_path, considered_layers=considered_layers,
                           **wrapper_options)
@@ -124,9 +143,14 @@ class SSLEncoder(Wav2Vec2):
         # Read by override_config, which the parent constructor calls before loading.
         self.considered_layers = considered_layers
         super().__init__(source=source, save_path=save_path, **wrapper_options)
+        if self.freeze_feature_extractor:
+            # Hugging Face's own freezing also stops the CNN from marking its input as
+            # requiring grad, which fails when a learned downsampler produced that input.
+            self.model.freeze_feature_encoder()
 
     def override_config(self, config):
-        """Set the encoder depth to ``considered_layers`` before the weights load."""
+        """Check the architecture and set the depth to ``considered_layers`` (before loading)."""
+        check_ssl_architecture(config.name_or_path, config.model_type)
         if self.considered_layers is None:
             return config
         depth = config.num_hidden_layers
@@ -138,6 +162,31 @@ class SSLEncoder(Wav2Vec2):
             )
         config.num_hidden_layers = layers
         return config
+
+
+def check_ssl_architecture(source, model_type):
+    """Refuse an encoder that is not WavLM, wav2vec 2.0 or HuBERT, naming its model type.
+
+    Arguments
+    ---------
+    source : str
+        Hub id or local folder (the YAML key ``ssl_hub``), for the message.
+    model_type : str
+        ``model_type`` of the encoder's ``config.json``.
+
+    Example
+    -------
+    >>> check_ssl_architecture("microsoft/wavlm-large", "wavlm")
+    >>> check_ssl_architecture("bert-base-uncased", "bert")
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.ConfigurationError: ssl_hub 'bert-base-uncased' holds a 'bert' model ...
+    """
+    if model_type not in SSL_MODEL_TYPES:
+        raise ConfigurationError(
+            f"ssl_hub '{source}' holds a '{model_type}' model (model_type in its config.json); "
+            f"supported SSL architectures: {', '.join(SSL_MODEL_TYPES)}"
+        )
 
 
 def encoder_hidden_size(ssl_encoder):
@@ -461,7 +510,8 @@ class SSLCTCBrain(sb.Brain):
         truncated = self.hparams.considered_layers is not None
         layers = self.hparams.ssl.model.config.num_hidden_layers
         strategies = ([technique] if factor > 1 else []) + (["layer_removal"] if truncated else [])
-        names = ([f"{TECHNIQUE_ABBREVIATIONS.get(technique, technique)}{factor}"] if factor > 1 else []) + (
+        abbreviation = TECHNIQUE_ABBREVIATIONS.get(technique, technique)
+        names = ([f"{abbreviation}{factor}"] if factor > 1 else []) + (
             [f"{layers}L"] if truncated else []
         )
         labels = ([f"x{factor}"] if factor > 1 else []) + ([f"{layers} L"] if truncated else [])
@@ -502,6 +552,7 @@ def dataio_prepare(hparams, csv_paths, tokenizer):
     data_folder = hparams["data_folder"]
 
     def load(csv_path):
+        check_manifest_columns(csv_path)
         return sb.dataio.dataset.DynamicItemDataset.from_csv(
             csv_path=csv_path, replacements={"data_root": data_folder}
         )
@@ -545,6 +596,36 @@ def dataio_prepare(hparams, csv_paths, tokenizer):
     sb.dataio.dataset.add_dynamic_item(datasets, text_pipeline)
     sb.dataio.dataset.set_output_keys(datasets, ["id", "sig", "wrd", "tokens", "duration"])
     return train_data, valid_data, test_datasets
+
+
+def check_manifest_columns(csv_path):
+    """Raise naming the file when a manifest is missing or lacks a column the recipe reads.
+
+    Arguments
+    ---------
+    csv_path : str
+        A split's CSV (written by ``prepare_librispeech``, or by hand with ``skip_prep: True``).
+
+    Example
+    -------
+    >>> check_manifest_columns("/nonexistent/dev-clean.csv")
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.ConfigurationError: CSV file '/nonexistent/dev-clean.csv' not found ...
+    """
+    if not os.path.isfile(csv_path):
+        raise ConfigurationError(
+            f"CSV file '{csv_path}' not found (with skip_prep: True, prepare_folder must hold "
+            "one CSV per split and the merged train.csv)"
+        )
+    with open(csv_path, newline="", encoding="utf-8") as csv_file:
+        header = next(csv.reader(csv_file), [])
+    missing = [column for column in REQUIRED_CSV_COLUMNS if column not in header]
+    if missing:
+        raise ConfigurationError(
+            f"CSV file '{csv_path}' has no column {', '.join(missing)} (its columns: "
+            f"{', '.join(header) or 'none'}; needed: {', '.join(REQUIRED_CSV_COLUMNS)})"
+        )
 
 
 def read_waveform(path):
@@ -615,6 +696,184 @@ def count_ctc_shortfalls(dataset, ssl_encoder, downsampling_factor, upsampling_f
     return shortfalls, total
 
 
+# ------------------------------------------------------------------ resuming and processes
+
+
+class FallbackCheckpointer(Checkpointer):
+    """SpeechBrain's Checkpointer that recovers from the newest checkpoint that loads.
+
+    A run killed while saving leaves a checkpoint folder with an unreadable
+    ``CKPT.yaml`` or a missing, empty or truncated parameter file. SpeechBrain
+    would pick that folder (it is the newest) and fail; here every recovery first
+    moves such folders to ``<save_folder>/broken_checkpoints/`` (never deleting
+    them) with a warning, so the previous good checkpoint is used. The save
+    folder is also checked to be writable when the YAML is loaded.
+
+    Arguments
+    ---------
+    checkpoints_dir : str
+        The YAML's ``save_folder``.
+    recoverables : dict, optional
+        Name -> object to save and recover.
+    **options
+        Passed to ``speechbrain.utils.checkpoints.Checkpointer``.
+    """
+
+    def __init__(self, checkpoints_dir, recoverables=None, **options):
+        check_writable_folder(checkpoints_dir, "save_folder")
+        super().__init__(checkpoints_dir, recoverables, **options)
+
+    def recover_if_possible(self, *args, **kwargs):
+        """Set broken checkpoints aside (on the main process), then recover as SpeechBrain does."""
+        run_on_main(set_aside_broken_checkpoints, args=[self])
+        return super().recover_if_possible(*args, **kwargs)
+
+
+def set_aside_broken_checkpoints(checkpointer):
+    """Move the checkpoint folders that cannot be loaded out of the checkpointer's sight.
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+        Its registered recoverables say which files a checkpoint must hold.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The new places of the folders that were moved.
+    """
+    required = [
+        name
+        for name in checkpointer.recoverables
+        if not (checkpointer.allow_partial_load or checkpointer.optional_recoverables.get(name)
+                or "dataloader" in name)  # SpeechBrain loads these without their file
+    ]
+    broken_folder = checkpointer.checkpoints_dir / BROKEN_CHECKPOINTS_FOLDER
+    moved = []
+    for folder in sorted(checkpointer.checkpoints_dir.glob(f"{CKPT_PREFIX}*")):
+        if not (folder / METAFNAME).is_file():
+            continue  # SpeechBrain ignores a folder without CKPT.yaml
+        problem = checkpoint_problem(folder, checkpointer.recoverables, required)
+        if problem is None:
+            continue
+        broken_folder.mkdir(exist_ok=True)
+        target = broken_folder / folder.name
+        while target.exists():
+            target = target.with_name(target.name + "+again")
+        folder.rename(target)
+        logger.warning(
+            f"checkpoint '{folder}' cannot be loaded ({problem}): moved to '{target}'; "
+            "recovering from the previous good checkpoint instead"
+        )
+        moved.append(target)
+    return moved
+
+
+def checkpoint_problem(folder, recoverable_names, required_names):
+    """Why a checkpoint folder cannot be loaded, or None when it looks intact.
+
+    Checks what a process killed while saving leaves behind: ``CKPT.yaml``
+    unreadable or without its fields, a required file missing, a file empty,
+    or a ``torch.save`` archive truncated (its zip directory is written last).
+
+    Arguments
+    ---------
+    folder : pathlib.Path
+        A ``CKPT+...`` folder.
+    recoverable_names : iterable of str
+        Names whose ``<name>.ckpt`` file is checked when present.
+    required_names : iterable of str
+        Names whose file must be present.
+
+    Returns
+    -------
+    str or None
+        The problem, naming the file.
+    """
+    try:
+        meta = yaml.safe_load((folder / METAFNAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        return f"{METAFNAME} cannot be read: {error}"
+    if not isinstance(meta, dict) or "end-of-epoch" not in meta:
+        return f"{METAFNAME} is incomplete"
+    for name in recoverable_names:
+        path = folder / f"{name}{PARAMFILE_EXT}"
+        if not path.is_file():
+            if name in required_names:
+                return f"{path.name} is missing"
+            continue
+        if path.stat().st_size == 0:
+            return f"{path.name} is empty"
+        with open(path, "rb") as parameter_file:
+            is_archive = parameter_file.read(len(ZIP_SIGNATURE)) == ZIP_SIGNATURE
+        if is_archive:
+            try:
+                with zipfile.ZipFile(path):
+                    pass
+            except zipfile.BadZipFile as error:
+                return f"{path.name} is truncated or corrupt: {error}"
+    return None
+
+
+def check_writable_folder(folder, key):
+    """Create ``folder`` if needed and make sure a file can be written in it.
+
+    Arguments
+    ---------
+    folder : str
+        Folder the run writes to.
+    key : str
+        YAML key that sets it, for the message.
+
+    Example
+    -------
+    >>> check_writable_folder("/dev/null/results", "output_folder")
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.ConfigurationError: output_folder '/dev/null/results' cannot be written ...
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConfigurationError(
+            f"{key} '{folder}' cannot be written ({error.strerror}: '{error.filename}'); "
+            "give --output_folder a folder you can write to"
+        ) from error
+
+
+@contextlib.contextmanager
+def unwrapped_modules(brain):
+    """Run a block with the Brain's modules taken out of their DDP or DataParallel wrappers.
+
+    Under torchrun the benchmark runs on the main process only: a forward through
+    a ``DistributedDataParallel`` wrapper there may wait for the other processes
+    (buffer broadcast), and attributes set on a wrapper would miss the module.
+
+    Arguments
+    ---------
+    brain : speechbrain.Brain
+        Its ``modules`` entries are swapped for the wrapped modules, then restored.
+
+    Yields
+    ------
+    torch.nn.ModuleDict
+        ``brain.modules``, unwrapped.
+    """
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    wrapped = {
+        name: module for name, module in brain.modules.items() if isinstance(module, wrappers)
+    }
+    for name, wrapper in wrapped.items():
+        brain.modules[name] = wrapper.module
+    try:
+        yield brain.modules
+    finally:
+        for name, wrapper in wrapped.items():
+            brain.modules[name] = wrapper
+
+
 # ------------------------------------------------------------------ the recipe sequence
 
 
@@ -670,6 +929,9 @@ def run_recipe(brain_class, argv=None):
     hparams_file, run_opts, overrides, hparams = load_recipe_hparams(
         sys.argv[1:] if argv is None else argv
     )
+    if not hparams["skip_prep"]:  # a wrong data_folder is named before its missing LM file
+        check_layout(hparams["data_folder"], hparams["train_splits"] + hparams["dev_splits"]
+                     + hparams["test_splits"])
     benchmark_settings = benchmark.BenchmarkSettings.from_hparams(hparams)
     benchmark_settings.validate()
     sb.create_experiment_directory(
@@ -715,7 +977,8 @@ def run_recipe(brain_class, argv=None):
         )
     brain.benchmark_records = []
     if if_main_process():
-        brain.benchmark_records = brain.run_benchmark(test_datasets, benchmark_settings)
+        with unwrapped_modules(brain):
+            brain.benchmark_records = brain.run_benchmark(test_datasets, benchmark_settings)
     return brain
 
 

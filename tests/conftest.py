@@ -74,3 +74,39 @@ def small_corpus(tmp_path, embedded_corpus):
         if name.endswith(".arpa"):
             shutil.copy(os.path.join(embedded_corpus, name), target / name)
     return str(target)
+
+
+# Utterances per split in ``few_utterances_corpus``: enough for several training
+# steps per epoch and per process, small enough for real (non --debug) runs in seconds.
+FEW_UTTERANCES = {"train-clean-100": 8, "dev-clean": 2, "test-clean": 2}
+
+
+@pytest.fixture(scope="session")
+def few_utterances_corpus(tmp_path_factory, embedded_corpus):
+    """The first utterances of each split of the embedded corpus (see ``FEW_UTTERANCES``).
+
+    For real runs that must finish in seconds (resume, torchrun); read-only: break
+    ``small_corpus`` instead.
+    """
+    target = tmp_path_factory.mktemp("few_utterances") / "LibriSpeech"
+    for split, count in FEW_UTTERANCES.items():
+        transcripts = sorted(
+            os.path.join(folder, name)
+            for folder, _, files in os.walk(os.path.join(embedded_corpus, split))
+            for name in files
+            if name.endswith(".trans.txt")
+        )
+        for transcript in transcripts:
+            with open(transcript, encoding="utf-8") as lines:
+                kept = [line for line in lines if line.strip()][:count]
+            count -= len(kept)
+            chapter = target / os.path.relpath(os.path.dirname(transcript), embedded_corpus)
+            chapter.mkdir(parents=True)
+            with open(chapter / os.path.basename(transcript), "w", encoding="utf-8") as copy:
+                copy.writelines(kept)
+            for line in kept:
+                name = line.split(" ", 1)[0] + ".flac"
+                shutil.copy(os.path.join(os.path.dirname(transcript), name), chapter / name)
+            if count == 0:
+                break
+    return str(target)

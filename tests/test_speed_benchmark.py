@@ -1,0 +1,154 @@
+"""Tests of speed_benchmark.py: one --quick run end to end (tiny shapes), its records and
+GMACs ratios, the command-line checks and the doctests. No timing is asserted.
+
+Usage
+-----
+    pytest tests/test_speed_benchmark.py      # ~1 min on 2 busy cores
+"""
+
+import doctest
+import json
+import math
+import statistics
+
+import pytest
+import torch
+
+import speed_benchmark
+
+REPEATS = 2
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One in-process ``--quick`` run on one thread, and the speed.json it writes."""
+    output_folder = tmp_path_factory.mktemp("speed")
+    threads_before = torch.get_num_threads()
+    results = speed_benchmark.main([
+        "--quick", "--threads", "1", "--repeats", str(REPEATS),
+        "--output_folder", str(output_folder),
+    ])
+    written = json.loads((output_folder / speed_benchmark.RESULTS_JSON).read_text())
+    return {"results": results, "written": written, "threads_before": threads_before}
+
+
+def rows_by_name(results):
+    return {row["name"]: row for row in results["variants"]}
+
+
+def test_writes_speed_json_with_every_variant(quick_run):
+    written = quick_run["written"]
+    assert [row["name"] for row in written["variants"]] == list(speed_benchmark.VARIANTS)
+    assert written["settings"]["quick"] is True
+    assert written["variants"] == json.loads(json.dumps(quick_run["results"]["variants"]))
+    for row in written["variants"]:
+        assert len(row["times_s"]) == REPEATS
+        assert all(seconds > 0 for seconds in row["times_s"])
+        assert row["gmacs"] > 0
+
+
+def test_threads_restored(quick_run):
+    assert torch.get_num_threads() == quick_run["threads_before"]
+    assert quick_run["written"]["settings"]["threads"] == [1]
+
+
+def test_gmacs_ratios_follow_the_strategies(quick_run):
+    rows = rows_by_name(quick_run["results"])
+    ratio = {name: row["gmacs_ratio"] for name, row in rows.items()}
+    assert ratio["baseline"] == 1.0
+    for halved in ("SD2", "AV2", "CL2"):
+        assert 0.4 < ratio[halved] < 0.6, (halved, ratio[halved])
+    assert ratio["CL3"] < ratio["CL2"]
+    assert ratio["12L"] < ratio["18L"] < 1.0
+    assert ratio["EE18"] == pytest.approx(ratio["18L"], rel=0.05)
+    assert ratio["SD2+18L"] < min(ratio["SD2"], ratio["18L"])
+    assert rows["18L"]["layers"] == rows["SD2+18L"]["layers"] == 18
+    assert rows["12L"]["layers"] == 12
+    assert rows["SD3"]["factor"] == 3
+
+
+def test_variant_records_are_consistent(quick_run):
+    rows = rows_by_name(quick_run["results"])
+    baseline = rows["baseline"]
+    assert baseline["time_ratio"] == 1.0 and baseline["ratio_gap"] == 0.0
+    matmul_rate = quick_run["results"]["matmul"]["gmacs_per_s"]
+    for row in rows.values():
+        assert row["median_time_s"] == statistics.median(row["times_s"])
+        assert row["time_ratio"] == pytest.approx(row["median_time_s"]
+                                                  / baseline["median_time_s"])
+        assert row["gmacs_per_s"] == pytest.approx(row["gmacs"] / row["median_time_s"])
+        assert row["fraction_of_matmul"] == pytest.approx(row["gmacs_per_s"] / matmul_rate)
+        assert row["ratio_gap"] == pytest.approx(row["time_ratio"] / row["gmacs_ratio"] - 1)
+        has_downsampler = row["factor"] > 1
+        assert (row["downsampler_share"] is not None) == has_downsampler, row["name"]
+
+
+def test_matmul_and_front_end_records(quick_run):
+    results = quick_run["results"]
+    config = results["encoder_config"]
+    rows = results["matmul"]["rows_by_samples"]
+    samples = [batch["samples"] for batch in results["batches"]]
+    per_row = speed_benchmark.layer_macs_per_row(config["hidden_size"],
+                                                 config["intermediate_size"])
+    assert results["matmul"]["macs"] == sum(rows[size] for size in samples) * per_row
+    front_end = results["front_end"]
+    assert 0 < front_end["share_of_baseline_gmacs"] < 1
+    assert results["baseline_fraction_of_matmul"] == results["variants"][0]["fraction_of_matmul"]
+
+
+def test_utterances_sorted_batched_by_four(quick_run):
+    results = quick_run["results"]
+    durations = results["durations_s"]
+    assert durations == sorted(durations)
+    assert [batch["utterances"] for batch in results["batches"]] == [4, 1]
+    assert results["audio_seconds"] == pytest.approx(sum(durations))
+    assert 0 <= results["padding_fraction"] < 0.5
+
+
+def test_inference_path_and_lm_measured_in_the_same_run(quick_run):
+    results = quick_run["results"]
+    path, lm = results["inference_path"], results["lm"]
+    assert len(path["bare_forward_times_s"]) == len(path["path_times_s"]) == REPEATS
+    assert path["overhead"] == pytest.approx(
+        path["path_median_s"] / path["bare_forward_median_s"] - 1)
+    assert len(lm["lm_times_s"]) == REPEATS
+    assert lm["overhead"] == pytest.approx(lm["lm_median_s"] / lm["greedy_median_s"] - 1)
+    assert (lm["beam_width"], lm["alpha"], lm["beta"]) == (100, 0.5, 1.0)  # the YAML's
+    tests = [record["test"] for record in results["records"] if record["status"] == "ok"]
+    assert tests.count("cpu_greedy") == tests.count("cpu_lm") == REPEATS
+    assert results["ctc_head"]["probe_blank_fraction"] == pytest.approx(0.7, abs=0.05)
+
+
+def test_targets_cover_every_measure(quick_run):
+    targets = quick_run["results"]["targets"]
+    subjects = [row["subject"] for row in targets]
+    assert subjects == [name for name in speed_benchmark.VARIANTS if name != "baseline"] + [
+        "baseline", "inference path", "LM"]
+    for row in targets:
+        assert row["met"] in (True, False) and math.isfinite(row["value"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--precision", "fp16"], "needs --device cuda"),
+        (["--min_seconds", "5", "--max_seconds", "2"], "min_seconds"),
+        (["--wer_experiment", "results/demo/baseline"], "compares fp32"),
+    ],
+)
+def test_bad_arguments_fail_fast(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        speed_benchmark.parse_arguments(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_baseline_always_first_and_quick_defaults():
+    arguments = speed_benchmark.parse_arguments(["--quick", "--variants", "18L", "SD2"])
+    assert arguments.variants == ["baseline", "18L", "SD2"]
+    assert arguments.num_utterances == speed_benchmark.QUICK_DEFAULTS["num_utterances"]
+    assert speed_benchmark.parse_arguments(["--lm_path", "none"]).lm_path is None
+
+
+def test_doctests():
+    failures, _ = doctest.testmod(speed_benchmark, optionflags=doctest.ELLIPSIS)
+    assert failures == 0
