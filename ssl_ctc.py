@@ -146,7 +146,7 @@ class SSLEncoder(Wav2Vec2):
         if self.freeze_feature_extractor:
             # Hugging Face's own freezing also stops the CNN from marking its input as
             # requiring grad, which fails when a learned downsampler produced that input.
-            self.model.freeze_feature_encoder()
+            self.model.feature_extractor._freeze_parameters()
 
     def override_config(self, config):
         """Check the architecture and set the depth to ``considered_layers`` (before loading)."""
