@@ -15,7 +15,7 @@ emits two CTC frames per encoder frame (as the recipe does for downsampling fact
 Writes ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` to ``--out``.
 
 Usage: python tools/pretrain_seed_encoder.py [--data embedded/LibriSpeech]
-[--pretrain-dir embedded/.cache/pretrain] [--out embedded/seed_wavlm] [--steps 1800]
+[--pretrain-dir embedded/.cache/pretrain] [--out embedded/seed_wavlm] [--steps 1500]
 [--threads 1] [--seed 1986]
 """
 
@@ -44,15 +44,8 @@ FACTOR_MIX = {1: (1 / 3, 1), 2: (1 / 3, 1), 3: (1 / 3, 2)}
 START_FACTOR = 2  # the only factor during the first --start-steps steps
 
 
-def seed_config(pretraining=False):
+def seed_config():
     """Return the tiny WavLM configuration.
-
-    Parameters
-    ----------
-    pretraining : bool
-        Turn dropout and time masking off: with a few epochs of pre-training the model
-        underfits, so they only slow it down. The shipped configuration keeps them on (dropout
-        0.1 as in WavLM Large) for the recipe's fine-tuning.
 
     Returns
     -------
@@ -60,9 +53,9 @@ def seed_config(pretraining=False):
         Hidden 128, 4 layers of 4 heads, feed-forward 256, seven 64-channel convolutions with
         the standard WavLM kernels and strides (320x downsampling), layer-norm feature
         extractor and stable layer norm as in WavLM Large. LayerDrop is off so that layer
-        removal and early exit start from a plain stack.
+        removal and early exit start from a plain stack. Dropout 0.1 and light time masking
+        (5 % of the frames in spans of 5) are on, in pre-training too.
     """
-    dropout = 0.0 if pretraining else 0.1
     return WavLMConfig(
         hidden_size=128,
         num_hidden_layers=4,
@@ -76,8 +69,8 @@ def seed_config(pretraining=False):
         do_stable_layer_norm=True,
         num_conv_pos_embeddings=32,
         num_conv_pos_embedding_groups=4,
-        hidden_dropout=dropout,
-        attention_dropout=dropout,
+        hidden_dropout=0.1,
+        attention_dropout=0.1,
         activation_dropout=0.0,
         feat_proj_dropout=0.0,
         final_dropout=0.0,
@@ -85,7 +78,6 @@ def seed_config(pretraining=False):
         mask_time_prob=0.05,
         mask_time_length=5,
         mask_time_min_masks=1,
-        apply_spec_augment=not pretraining,
         vocab_size=N_OUTPUTS,
     )
 
@@ -145,13 +137,10 @@ class SeedCTC(torch.nn.Module):
 
 
 def learning_rate(step, total_steps, peak, warmup):
-    """Linear warm-up, ``peak`` until 60 % of the steps, then cosine decay to 5 % of it."""
+    """Linear warm-up then cosine decay to 5 % of ``peak``."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    decay_start = int(0.6 * total_steps)
-    if step < decay_start:
-        return peak
-    progress = (step - decay_start) / max(1, total_steps - decay_start)
+    progress = (step - warmup) / max(1, total_steps - warmup)
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -194,7 +183,7 @@ def main():
     parser.add_argument("--data", type=Path, default=Path("embedded/LibriSpeech"))
     parser.add_argument("--pretrain-dir", type=Path, default=Path("embedded/.cache/pretrain"))
     parser.add_argument("--out", type=Path, default=Path("embedded/seed_wavlm"))
-    parser.add_argument("--steps", type=int, default=1800, help="optimiser steps")
+    parser.add_argument("--steps", type=int, default=1500, help="optimiser steps")
     parser.add_argument("--max-samples", type=int, default=8 * 3 * SAMPLE_RATE,
                         help="batch bound: utterances x longest (16 kHz samples)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
@@ -213,7 +202,7 @@ def main():
     hours = sum(len(u.audio) for u in train) / SAMPLE_RATE / 3600
     print(f"pre-training on {len(train)} utterances ({hours:.2f} h), {args.threads} threads")
 
-    model = SeedCTC(seed_config(pretraining=True))
+    model = SeedCTC(seed_config())
     n_params = sum(p.numel() for p in model.encoder.parameters())
     print(f"encoder parameters: {n_params}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -255,9 +244,10 @@ def main():
               f"CER {scores['CER']:.2f} % WER {scores['WER']:.2f} %")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    model.encoder.config = seed_config()  # ship dropout and masking for fine-tuning
     model.encoder.save_pretrained(args.out, safe_serialization=True)
     feature_extractor().save_pretrained(args.out)
+    for path in args.out.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600; the folder is meant to be shared
     print(f"saved the encoder (without head) to {args.out}")
 
 

@@ -9,7 +9,7 @@ resampled to 8 kHz; ``--random-init`` replaces the weights by a random initialis
 same configuration, for comparison.
 
 Usage: HF_HUB_OFFLINE=1 python tools/probe_seed_encoder.py [--encoder embedded/seed_wavlm]
-[--data embedded/LibriSpeech] [--factor 1] [--epochs 6] [--batch-size 8] [--lr 5e-4]
+[--data embedded/LibriSpeech] [--factor 1] [--epochs 4] [--batch-size 8] [--lr 5e-4]
 [--threads 2] [--seed 1986] [--random-init]
 """
 
@@ -92,7 +92,7 @@ def main():
     parser.add_argument("--data", type=Path, default=Path("embedded/LibriSpeech"))
     parser.add_argument("--factor", type=int, default=1,
                         help="input downsampling factor (2: 8 kHz)")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (all)")
     parser.add_argument("--threads", type=int, default=2)
