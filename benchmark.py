@@ -1380,18 +1380,19 @@ def _setting_label(tags, baseline):
 
 
 def _summary_rows(results_root):
-    """One summary row per experiment folder and test set."""
+    """One summary row per experiment folder, test set and name (an early-exit
+    threshold sweep gives one name per threshold in one folder)."""
     grouped = collections.defaultdict(list)
     for json_path in sorted(Path(results_root).rglob(RESULTS_JSON)):
         experiment = json_path.parent.relative_to(results_root).as_posix()
         for record in json.loads(json_path.read_text()):
-            grouped[(experiment, record["test_set"])].append(record)
+            grouped[(experiment, record["test_set"], record.get("name"))].append(record)
     deepest = max(
         (r["layers"] for rs in grouped.values() for r in rs if r.get("layers") is not None),
         default=None,
     )
     rows = []
-    for (experiment, test_set), records in grouped.items():
+    for (experiment, test_set, _), records in grouped.items():
         latest = _latest_records(records)
         tags = records[-1]  # the experiment's tags are fields of its records
         baseline = _is_baseline(tags, deepest)

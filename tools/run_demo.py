@@ -8,7 +8,7 @@ the output root; ``benchmark.py summarize`` then gathers the table and plots.
 Usage::
 
     python tools/run_demo.py                          # baseline, SD2, CL3 (make demo)
-    python tools/run_demo.py --part layer_removal     # layer_removal.sh over 4 3 2 1 layers
+    python tools/run_demo.py --part layer_removal     # layer_removal.sh over 4 and 2 layers
     python tools/run_demo.py --part early_exit        # early exits + a threshold sweep
 
 Authors
@@ -64,7 +64,7 @@ def run_downsampling(output_root):
 
 def run_layer_removal(output_root):
     """The layer-removal sweep over the seed encoder's depths."""
-    environment = {**os.environ, "LAYERS": "4 3 2 1", "OUTPUT_ROOT": output_root,
+    environment = {**os.environ, "LAYERS": "4 2", "OUTPUT_ROOT": output_root,
                    "PYTHON": sys.executable}
     command = ["bash", "layer_removal.sh", *EMBEDDED_OVERRIDES]
     print("+ " + " ".join(command), flush=True)
@@ -75,7 +75,8 @@ def run_early_exit(output_root):
     """Early exits on every layer of the seed encoder, then a threshold sweep."""
     run([sys.executable, "early_exiting.py", "hparams/early_exiting/early_exits.yaml",
          "--output_folder", os.path.join(output_root, "early_exit"), *EMBEDDED_OVERRIDES,
-         "--exit_layers=[1, 2, 3, 4]"])
+         "--exit_layers=[1, 2, 3, 4]", "--exit_threshold", "0.2",
+         "--exit_threshold_sweep=[0.05, 0.4, 0.8]"])
 
 
 PARTS = {
