@@ -952,7 +952,7 @@ def _versions():
     return versions
 
 
-def _cpu_name():
+def cpu_name():
     """CPU model from /proc/cpuinfo, else what platform knows."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -966,7 +966,7 @@ def _device_name(device):
     """Human-readable name of a device."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
-    return _cpu_name()
+    return cpu_name()
 
 
 def _lm_fields(settings, lm_decoder):
@@ -1293,7 +1293,7 @@ def run_five_tests(brain, test_datasets, settings, tags, output_folder):
                     **common,
                     "status": "ok",
                     "reason": None,
-                    "device_name": _cpu_name(),
+                    "device_name": cpu_name(),
                     "threads": threads,
                     **measures,
                 }
