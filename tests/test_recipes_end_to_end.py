@@ -2,6 +2,7 @@
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 
@@ -91,3 +92,26 @@ def test_layer_removal_sweep_skips_finished_depths(tiny_encoders, embedded_corpu
     assert second.returncode == 0, second.stderr[-3000:]
     assert "2 layers already finished" in second.stdout
     assert "fine-tuning with the first 1 layers" in second.stdout
+
+
+def test_early_exiting_script_debug_with_threshold_sweep(tiny_encoders, embedded_corpus, tmp_path):
+    from early_exiting import EarlyExitEncoder
+    from ssl_ctc import run_recipe
+
+    # `import early_exiting` is the package, so the script is run from its path
+    EarlyExitBrain = runpy.run_path(os.path.join(REPO, "early_exiting.py"))["EarlyExitBrain"]
+    output_folder = tmp_path / "early_exit"
+    brain = run_recipe(EarlyExitBrain, recipe_args(
+        os.path.join("early_exiting", "early_exits.yaml"), embedded_corpus,
+        tiny_encoders["wavlm"], output_folder, "--exit_layers=[2, 3]", "--exit_threshold", "0.5",
+        "--exit_threshold_sweep=[0.0, 10.0]"))
+    assert isinstance(brain.modules.early_exit, EarlyExitEncoder)
+    records = read_records(output_folder)
+    assert {record["name"] for record in records} == {"EE H<0.5", "EE H<0", "EE H<10"}
+    greedy = {record["name"]: record for record in records if record["test"] == "cpu_greedy"}
+    # threshold 0 never fires before the last exit; 10 nats always fires at the first one
+    assert greedy["EE H<0"]["extras"]["exit_layers"]["mean"] == 3
+    assert greedy["EE H<10"]["extras"]["exit_layers"]["mean"] == 2
+    macs = {record["name"]: record["gmacs_per_batch"] for record in records
+            if record["test"] == "macs"}
+    assert macs["EE H<10"] < macs["EE H<0"]
