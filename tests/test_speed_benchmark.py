@@ -40,6 +40,7 @@ def test_writes_speed_json_with_every_variant(quick_run):
     written = quick_run["written"]
     assert [row["name"] for row in written["variants"]] == list(speed_benchmark.VARIANTS)
     assert written["settings"]["quick"] is True
+    assert written["complete"] is True
     assert written["variants"] == json.loads(json.dumps(quick_run["results"]["variants"]))
     for row in written["variants"]:
         assert len(row["times_s"]) == REPEATS
