@@ -66,6 +66,7 @@ import torch
 import transformers
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.integrations.huggingface.wav2vec2 import make_padding_masks
 
 import benchmark
 import ssl_ctc
@@ -463,22 +464,33 @@ class TimedEntry:
     threads: int
 
     def time_pass(self, batches, device):
-        """Seconds to run every batch once (inference mode, autocast, thread count)."""
+        """Wall and process CPU seconds to run the batches once (inference mode, autocast).
+
+        CPU time counts only what this process's threads ran, so it moves less
+        than wall time when other jobs share the cores.
+
+        Returns
+        -------
+        tuple of float
+            ``(wall_seconds, cpu_seconds)``.
+        """
         torch.set_num_threads(self.threads)
         with torch.inference_mode(), autocast(device, self.precision):
             synchronize(device)
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             for wavs, wav_lens in batches:
                 self.run_batch(wavs, wav_lens)
             synchronize(device)
-            return time.perf_counter() - start
+            return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def round_robin(entries, batches, repeats, device, warmup_batches):
-    """Time every entry over every batch, interleaved, ``repeats`` times.
+    """Time every entry over every batch, interleaved batch by batch, ``repeats`` times.
 
-    Each repeat runs every entry once, starting one entry later than the
-    previous repeat, so that no entry always runs first or after the same one.
+    Within a repeat, each batch goes through every entry before the next batch,
+    so that the entries compared are timed minutes apart at most, under the
+    same background load; each repeat starts one entry later than the previous
+    one, so that no entry always runs first or after the same one.
 
     Arguments
     ---------
@@ -495,24 +507,34 @@ def round_robin(entries, batches, repeats, device, warmup_batches):
 
     Returns
     -------
-    dict
-        Label -> list of seconds, one per repeat.
+    wall : dict
+        Label -> wall seconds of each repeat (every batch once).
+    cpu : dict
+        Label -> process CPU seconds of each repeat.
 
     Example
     -------
     >>> entries = [TimedEntry(name, lambda wavs, lens: wavs.sum(), "fp32", 1) for name in "ab"]
-    >>> times = round_robin(entries, [(torch.ones(2, 8), torch.ones(2))], 3, "cpu", 1)
-    >>> sorted(times), [len(seconds) for seconds in times.values()]
+    >>> wall, cpu = round_robin(entries, [(torch.ones(2, 8), torch.ones(2))] * 2, 3, "cpu", 1)
+    >>> sorted(wall), [len(seconds) for seconds in cpu.values()]
     (['a', 'b'], [3, 3])
     """
     for entry in entries:
         entry.time_pass(batches[:warmup_batches], device)
-    times = {entry.label: [] for entry in entries}
+    wall = {entry.label: [] for entry in entries}
+    cpu = {entry.label: [] for entry in entries}
     for repeat in range(repeats):
         start = repeat % len(entries)
-        for entry in entries[start:] + entries[:start]:
-            times[entry.label].append(entry.time_pass(batches, device))
-    return times
+        order = entries[start:] + entries[:start]
+        for label in wall:
+            wall[label].append(0.0)
+            cpu[label].append(0.0)
+        for batch in batches:
+            for entry in order:
+                wall_seconds, cpu_seconds = entry.time_pass([batch], device)
+                wall[entry.label][-1] += wall_seconds
+                cpu[entry.label][-1] += cpu_seconds
+    return wall, cpu
 
 
 def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device):
@@ -577,16 +599,20 @@ def layer_macs_per_row(hidden_size, intermediate_size):
     return 4 * hidden_size * hidden_size + 2 * hidden_size * intermediate_size
 
 
-def bare_forward(brain):
+def bare_forward(brain, masked=False):
     """A bare ``model(wavs)`` forward of the Hugging Face encoder, the head, and argmax.
 
-    No downsampler, attention mask, waveform normalisation, output norm,
-    log-softmax or decoding: the least a baseline forward can do.
+    No downsampler, waveform normalisation, output norm, log-softmax or
+    decoding: the least a baseline forward can do; and no attention mask unless
+    ``masked``, when the model gets the padding mask the recipe's wrapper gives
+    it (padded frames must not be attended to).
 
     Arguments
     ---------
     brain : ssl_ctc.SSLCTCBrain
         A baseline brain.
+    masked : bool
+        Pass the padding mask of ``wav_lens`` as ``attention_mask``.
 
     Returns
     -------
@@ -596,7 +622,8 @@ def bare_forward(brain):
     model, enc, ctc_lin = brain.modules.ssl.model, brain.modules.enc, brain.modules.ctc_lin
 
     def run_batch(wavs, wav_lens):
-        return ctc_lin(enc(model(wavs).last_hidden_state)).argmax(dim=-1)
+        mask = make_padding_masks(wavs, wav_len=wav_lens) if masked else None
+        return ctc_lin(enc(model(wavs, attention_mask=mask).last_hidden_state)).argmax(dim=-1)
 
     return run_batch
 
@@ -611,15 +638,18 @@ def downsample_only(brain):
     return run_batch
 
 
-def front_end_only(brain):
+def front_end_only(brain, channels_first=False):
     """The encoder's CNN feature extractor alone, as a batch function (``log_probs``: features).
 
     The output is a dict so that ``benchmark.count_macs`` can count it too.
+    ``channels_first`` runs Hugging Face's own convolution layers instead of the
+    recipe's channels-last matrix products (``front_end.MatmulFeatureEncoder``).
     """
     cnn = brain.modules.ssl.model.feature_extractor
+    run_cnn = cnn.channels_first if channels_first else cnn
 
     def run_batch(wavs, wav_lens):
-        return {"log_probs": cnn(wavs)}
+        return {"log_probs": run_cnn(wavs)}
 
     return run_batch
 
@@ -640,7 +670,8 @@ def count_variant_macs(infer_batch, batches):
 def measure_inference_path(brain, dataset, batches, settings, repeats, device):
     """The five tests' inference path against a bare forward, alternated, on the same batches.
 
-    Each repeat times one pass of ``bare_forward`` over the batches, then runs
+    Each repeat times one pass of ``bare_forward`` over the batches, one with
+    the padding mask (``masked=True``, what the model needs for padded batches), then runs
     ``brain.run_benchmark`` (the five tests on the synthetic set): its greedy test
     is the inference path (data loading, forward, greedy decoding, scoring), its
     LM test the same with the LM decoder.
@@ -667,12 +698,15 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device):
     """
     kind = "gpu" if device.startswith("cuda") else "cpu"
     precision = settings.gpu_precision if kind == "gpu" else settings.cpu_precision
-    bare = TimedEntry("bare forward + argmax", bare_forward(brain), precision,
-                      settings.cpu_threads)
+    bare, masked = (
+        TimedEntry(label, bare_forward(brain, masked=with_mask), precision, settings.cpu_threads)
+        for label, with_mask in (("bare forward + argmax", False), ("masked forward", True)))
     bare.time_pass(batches[: settings.warmup_batches], device)
-    bare_times, greedy, with_lm, records = [], [], [], []
+    masked.time_pass(batches[: settings.warmup_batches], device)
+    bare_times, masked_times, greedy, with_lm, records = [], [], [], [], []
     for _ in range(repeats):
-        bare_times.append(bare.time_pass(batches, device))
+        bare_times.append(bare.time_pass(batches, device)[0])
+        masked_times.append(masked.time_pass(batches, device)[0])
         run = brain.run_benchmark({"synthetic": dataset}, settings)
         records.extend(run)
         tests = {record["test"]: record for record in run if record["status"] == "ok"}
@@ -686,6 +720,8 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device):
     path = {
         "bare_forward_times_s": bare_times,
         "bare_forward_median_s": statistics.median(bare_times),
+        "masked_forward_times_s": masked_times,
+        "masked_forward_median_s": statistics.median(masked_times),
         "path_times_s": [run["total_time_s"] for run in greedy],
         "path_median_s": median_of(greedy, "total_time_s"),
         "path_forward_median_s": median_of(greedy, "forward_time_s"),
@@ -695,6 +731,7 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device):
     }
     path["overhead"] = path["path_median_s"] / path["bare_forward_median_s"] - 1
     path["forward_overhead"] = path["path_forward_median_s"] / path["bare_forward_median_s"] - 1
+    path["mask_overhead"] = path["masked_forward_median_s"] / path["bare_forward_median_s"] - 1
     lm = None
     if with_lm:
         lm = {
@@ -783,36 +820,42 @@ def check_targets(results):
     Arguments
     ---------
     results : dict
-        The ``speed.json`` content so far (``variants``, ``matmul``,
-        ``inference_path``, ``lm``).
+        The ``speed.json`` content so far (``variants``, ``inference_path``, ``lm``).
 
     Returns
     -------
     list of dict
-        ``target``, ``subject``, ``value``, ``limit``, ``met`` (None when not measured).
+        ``target``, ``subject``, ``value`` (wall time), ``cpu_value`` (the same
+        from process CPU time, where it applies), ``limit``, ``met`` (on wall
+        time; None when not measured).
 
     Example
     -------
-    >>> results = {"variants": [{"name": "SD2", "ratio_gap": 0.12}], "lm": None,
-    ...            "baseline_fraction_of_matmul": 0.7, "inference_path": {"overhead": 0.01}}
+    >>> variants = [{"name": "baseline", "fraction_of_matmul": 0.7, "fraction_of_matmul_cpu": 0.7},
+    ...             {"name": "SD2", "ratio_gap": 0.12, "cpu_ratio_gap": 0.05}]
+    >>> results = {"variants": variants, "lm": None, "inference_path": {"overhead": 0.01}}
     >>> [(row["subject"], row["met"]) for row in check_targets(results)]
     [('SD2', False), ('baseline', True), ('inference path', True), ('LM', None)]
     """
     rows = [
         {"target": "time_ratio_vs_gmacs_ratio", "subject": variant["name"],
-         "value": variant["ratio_gap"], "limit": TARGETS["time_ratio_vs_gmacs_ratio"],
+         "value": variant["ratio_gap"], "cpu_value": variant["cpu_ratio_gap"],
+         "limit": TARGETS["time_ratio_vs_gmacs_ratio"],
          "met": abs(variant["ratio_gap"]) <= TARGETS["time_ratio_vs_gmacs_ratio"]}
         for variant in results["variants"]
         if variant["name"] != "baseline"
     ]
-    fraction = results["baseline_fraction_of_matmul"]
+    baseline = results["variants"][0]
+    fraction = baseline["fraction_of_matmul"]
     rows.append({"target": "fraction_of_matmul", "subject": "baseline", "value": fraction,
+                 "cpu_value": baseline["fraction_of_matmul_cpu"],
                  "limit": TARGETS["fraction_of_matmul"],
                  "met": fraction >= TARGETS["fraction_of_matmul"]})
     for key, subject, section in (("inference_path_overhead", "inference path", "inference_path"),
                                   ("lm_overhead", "LM", "lm")):
         value = (results[section] or {}).get("overhead")
-        rows.append({"target": key, "subject": subject, "value": value, "limit": TARGETS[key],
+        rows.append({"target": key, "subject": subject, "value": value, "cpu_value": None,
+                     "limit": TARGETS[key],
                      "met": None if value is None else value <= TARGETS[key]})
     return rows
 
@@ -829,33 +872,41 @@ def print_report(results):
           f"{100 * results['padding_fraction']:.1f} %); median of {settings['repeats']}; "
           f"load average {results['load_average_before'][0]:.1f} -> "
           f"{results['load_average_after'][0]:.1f}")
-    header = (f"{'variant':<10}{'median s':>10}{'time ratio':>12}{'GMACs':>10}{'GMACs ratio':>13}"
-              f"{'gap':>8}{'GMAC/s':>9}{'of matmul':>11}{'downsampler':>13}")
+    header = (f"{'variant':<9}{'median s':>10}{'time ratio':>11}{'GMACs':>9}{'GMACs ratio':>12}"
+              f"{'gap':>8}{'GMAC/s':>8}{'of matmul':>10}{'downsampler':>12}"
+              f"{'CPU s':>9}{'CPU ratio':>10}{'CPU gap':>9}")
     print("\n" + header + "\n" + "-" * len(header))
     for row in results["variants"]:
         downsampler = row.get("downsampler_share")
-        print(f"{row['name']:<10}{row['median_time_s']:>10.3f}{row['time_ratio']:>12.3f}"
-              f"{row['gmacs']:>10.1f}{row['gmacs_ratio']:>13.3f}{100 * row['ratio_gap']:>+7.1f}%"
-              f"{row['gmacs_per_s']:>9.1f}{100 * row['fraction_of_matmul']:>10.1f}%"
-              + (f"{100 * downsampler:>12.1f}%" if downsampler is not None else f"{'-':>13}"))
+        print(f"{row['name']:<9}{row['median_time_s']:>10.3f}{row['time_ratio']:>11.3f}"
+              f"{row['gmacs']:>9.1f}{row['gmacs_ratio']:>12.3f}{100 * row['ratio_gap']:>+7.1f}%"
+              f"{row['gmacs_per_s']:>8.1f}{100 * row['fraction_of_matmul']:>9.1f}%"
+              + (f"{100 * downsampler:>11.1f}%" if downsampler is not None else f"{'-':>12}")
+              + f"{row['median_cpu_time_s']:>9.2f}{row['cpu_time_ratio']:>10.3f}"
+              f"{100 * row['cpu_ratio_gap']:>+8.1f}%")
     for row in results["extra_rows"]:
         print(f"{row['label']:<34} median {row['median_time_s']:.3f} s, "
               f"{row['gmacs_per_s']:.1f} GMAC/s; {row['comparison']}")
     matmul = results["matmul"]
     print(f"\nmatmul limit (F.linear, one layer's shapes at the baseline's frame counts, "
           f"{settings['precision']}): {matmul['gmacs_per_s']:.1f} GMAC/s; the baseline reaches "
-          f"{100 * results['baseline_fraction_of_matmul']:.1f} % of it")
+          f"{100 * results['baseline_fraction_of_matmul']:.1f} % of it (on CPU time: "
+          f"{100 * results['variants'][0]['fraction_of_matmul_cpu']:.1f} %)")
     front_end = results["front_end"]
     print(f"CNN front end of the baseline: {100 * front_end['share_of_baseline_time']:.1f} % of "
           f"its time for {100 * front_end['share_of_baseline_gmacs']:.1f} % of its MACs "
-          f"({front_end['gmacs_per_s']:.1f} GMAC/s)")
+          f"({front_end['gmacs_per_s']:.1f} GMAC/s; Hugging Face's convolutions: "
+          f"{front_end['hf_conv_gmacs_per_s']:.1f} GMAC/s, "
+          f"x{front_end['hf_conv_median_time_s'] / front_end['median_time_s']:.2f} the time)")
     path = results["inference_path"]
     if path:
         print(f"inference path (five tests' greedy test) {path['path_median_s']:.3f} s "
               f"(forward {path['path_forward_median_s']:.3f}, data {path['path_data_median_s']:.3f}"
               f", decode {path['path_decode_median_s']:.3f}) vs bare forward + argmax "
               f"{path['bare_forward_median_s']:.3f} s: {100 * path['overhead']:+.1f} % "
-              f"(forward alone {100 * path['forward_overhead']:+.1f} %)")
+              f"(forward alone {100 * path['forward_overhead']:+.1f} %); the model's own padding "
+              f"mask alone: {100 * path['mask_overhead']:+.1f} % "
+              f"({path['masked_forward_median_s']:.3f} s)")
     lm = results["lm"]
     if lm:
         print(f"LM (beam {lm['beam_width']}, alpha {lm['alpha']}, beta {lm['beta']}, "
@@ -868,12 +919,13 @@ def print_report(results):
         print(f"{precision} on {test_set}: WER {change['fp32']['wer']:.2f} -> "
               f"{change[precision]['wer']:.2f} ({change['wer_change']:+.2f}), CPU time x"
               f"{1 / change['speedup']:.2f} (speed-up {change['speedup']:.2f})")
-    print("\ntargets:")
+    print("\ntargets (on wall time; CPU time in brackets):")
     for row in results["targets"]:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[row["met"]]
         value = "-" if row["value"] is None else f"{100 * row['value']:+.1f} %"
-        print(f"  {row['target']:<27} {row['subject']:<16} {value:>10}  "
-              f"(limit {100 * row['limit']:.0f} %)  {verdict}")
+        cpu_value = "" if row["cpu_value"] is None else f"({100 * row['cpu_value']:+.1f} %)"
+        print(f"  {row['target']:<27} {row['subject']:<15} {value:>9} {cpu_value:>10}  "
+              f"limit {100 * row['limit']:.0f} %  {verdict}")
 
 
 # ------------------------------------------------------------------ main
@@ -972,7 +1024,7 @@ def prepare(arguments, work_folder):
     }
 
 
-def timed_entries(brains, front_end, matmul_batch, precision, threads, extra):
+def timed_entries(brains, front_end, hf_front_end, matmul_batch, precision, threads, extra):
     """The round-robin's rows: variants, downsamplers alone, front end, matmul, extra settings.
 
     Arguments
@@ -981,6 +1033,8 @@ def timed_entries(brains, front_end, matmul_batch, precision, threads, extra):
         Name -> brain.
     front_end : callable
         The baseline's CNN front end as a batch function.
+    hf_front_end : callable
+        The same with Hugging Face's convolution layers.
     matmul_batch : callable
         See ``layer_matmuls``.
     precision : str
@@ -1001,6 +1055,7 @@ def timed_entries(brains, front_end, matmul_batch, precision, threads, extra):
                 if "downsampler" in brain.modules
                 and not isinstance(brain.modules.downsampler, torch.nn.Identity)]
     entries += [TimedEntry("front end", front_end, precision, threads),
+                TimedEntry("front end, HF conv", hf_front_end, precision, threads),
                 TimedEntry("matmul", matmul_batch, precision, threads)]
     for extra_precision, extra_threads in extra:
         suffix = f"{extra_precision} {extra_threads} threads"
@@ -1012,7 +1067,7 @@ def timed_entries(brains, front_end, matmul_batch, precision, threads, extra):
     return entries
 
 
-def variant_rows(brains, macs, times, matmul_rate):
+def variant_rows(brains, macs, times, cpu_times):
     """One record per variant: times, ratios to the baseline, GMACs, GMAC/s.
 
     Arguments
@@ -1022,15 +1077,17 @@ def variant_rows(brains, macs, times, matmul_rate):
     macs : dict
         Name -> MACs over the batches.
     times : dict
-        Row label -> seconds per repeat (``round_robin``).
-    matmul_rate : float
-        Matmul GMAC/s of the same settings.
+        Row label -> wall seconds per repeat (``round_robin``); includes "matmul".
+    cpu_times : dict
+        Row label -> process CPU seconds per repeat.
 
     Returns
     -------
     list of dict
     """
     medians = {label: statistics.median(seconds) for label, seconds in times.items()}
+    cpu_medians = {label: statistics.median(seconds) for label, seconds in cpu_times.items()}
+    matmul_macs = macs["matmul"]
     rows = []
     for name, brain in brains.items():
         tags = brain.experiment_tags()
@@ -1046,15 +1103,21 @@ def variant_rows(brains, macs, times, matmul_rate):
             "times_s": times[name],
             "median_time_s": seconds,
             "time_ratio": seconds / medians["baseline"],
+            "cpu_times_s": cpu_times[name],
+            "median_cpu_time_s": cpu_medians[name],
+            "cpu_time_ratio": cpu_medians[name] / cpu_medians["baseline"],
             "gmacs": gmacs,
             "gmacs_ratio": macs[name] / macs["baseline"],
             "gmacs_per_s": gmacs / seconds,
-            "fraction_of_matmul": gmacs / seconds / matmul_rate,
+            "fraction_of_matmul": macs[name] / seconds / (matmul_macs / medians["matmul"]),
+            "fraction_of_matmul_cpu": (macs[name] / cpu_medians[name]
+                                       / (matmul_macs / cpu_medians["matmul"])),
             "downsampler_times_s": times.get(downsampler),
             "downsampler_share": (medians[downsampler] / seconds if downsampler in medians
                                   else None),
         }
         row["ratio_gap"] = ratio_gap(row["time_ratio"], row["gmacs_ratio"])
+        row["cpu_ratio_gap"] = ratio_gap(row["cpu_time_ratio"], row["gmacs_ratio"])
         rows.append(row)
     return rows
 
@@ -1089,15 +1152,15 @@ def run(arguments, work_folder):
     extra = [("fp32", threads)] if precision != "fp32" else []
     extra += [(precision, other) for other in arguments.threads[1:]]
     entries = timed_entries(
-        brains, front_end,
+        brains, front_end, front_end_only(baseline, channels_first=True),
         layer_matmuls(config.hidden_size, config.intermediate_size, rows_by_samples, device),
         precision, threads, extra)
     print(f"timing {len(entries)} rows x {arguments.repeats} repeats ...", flush=True)
-    times = round_robin(entries, batches, arguments.repeats, device,
-                        warmup_batches=len(batches) if arguments.compile else 1)
+    times, cpu_times = round_robin(entries, batches, arguments.repeats, device,
+                                   warmup_batches=len(batches) if arguments.compile else 1)
     medians = {label: statistics.median(seconds) for label, seconds in times.items()}
     matmul_rate = matmul_macs / medians["matmul"] / 1e9
-    variants = variant_rows(brains, macs, times, matmul_rate)
+    variants = variant_rows(brains, {**macs, "matmul": matmul_macs}, times, cpu_times)
 
     extra_rows = []
     for extra_precision, extra_threads in extra:
@@ -1107,6 +1170,7 @@ def run(arguments, work_folder):
         extra_rows.append({
             "label": f"baseline {suffix}", "precision": extra_precision,
             "threads": extra_threads, "times_s": times[f"baseline {suffix}"],
+            "cpu_times_s": cpu_times[f"baseline {suffix}"],
             "median_time_s": medians[f"baseline {suffix}"],
             "gmacs_per_s": macs["baseline"] / medians[f"baseline {suffix}"] / 1e9,
             "matmul_times_s": times[f"matmul {suffix}"],
@@ -1142,12 +1206,17 @@ def run(arguments, work_folder):
         "extra_rows": extra_rows,
         "matmul": {"macs": matmul_macs, "rows_by_samples": rows_by_samples,
                    "times_s": times["matmul"], "median_time_s": medians["matmul"],
-                   "gmacs_per_s": matmul_rate},
+                   "cpu_times_s": cpu_times["matmul"], "gmacs_per_s": matmul_rate},
         "front_end": {"gmacs": front_end_macs / 1e9, "times_s": times["front end"],
+                      "cpu_times_s": cpu_times["front end"],
                       "median_time_s": medians["front end"],
                       "share_of_baseline_time": medians["front end"] / medians["baseline"],
                       "share_of_baseline_gmacs": front_end_macs / macs["baseline"],
-                      "gmacs_per_s": front_end_macs / medians["front end"] / 1e9},
+                      "gmacs_per_s": front_end_macs / medians["front end"] / 1e9,
+                      "hf_conv_times_s": times["front end, HF conv"],
+                      "hf_conv_median_time_s": medians["front end, HF conv"],
+                      "hf_conv_gmacs_per_s": (front_end_macs / medians["front end, HF conv"]
+                                              / 1e9)},
         "baseline_fraction_of_matmul": variants[0]["fraction_of_matmul"],
         "inference_path": None,
         "lm": None,

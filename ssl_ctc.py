@@ -37,6 +37,7 @@ from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, PARAMFILE_EXT,
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 import benchmark
+from front_end import use_matmul_front_end
 from librispeech_prepare import check_layout, prepare_librispeech
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class ConfigurationError(ValueError):
 # ------------------------------------------------------------------ building blocks
 
 
-def load_ssl_encoder(source, save_path, considered_layers=None, **wrapper_options):
+def load_ssl_encoder(source, save_path, considered_layers=None, matmul_front_end=True,
+                     **wrapper_options):
     """Load a WavLM, wav2vec 2.0 or HuBERT encoder through SpeechBrain's wrapper.
 
     The wrapper uses ``AutoModel``, so one class serves all three architectures,
@@ -78,6 +80,8 @@ def load_ssl_encoder(source, save_path, considered_layers=None, **wrapper_option
         Cache folder for downloaded files.
     considered_layers : int, optional
         Keep only the first N transformer layers (layer removal); None keeps all.
+    matmul_front_end : bool
+        Run the CNN front end as channels-last matrix products on CPU (see ``front_end``).
     **wrapper_options
         Passed to ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2``
         (``freeze``, ``freeze_feature_extractor``, ``output_norm``...).
@@ -100,7 +104,7 @@ def load_ssl_encoder(source, save_path, considered_layers=None, **wrapper_option
             check_ssl_architecture(source, json.load(config_file).get("model_type"))
     try:
         return SSLEncoder(source, save_path, considered_layers=considered_layers,
-                          **wrapper_options)
+                          matmul_front_end=matmul_front_end, **wrapper_options)
     except (OSError, ValueError) as error:
         if isinstance(error, ConfigurationError):
             raise
@@ -135,14 +139,20 @@ class SSLEncoder(Wav2Vec2):
         Cache folder for downloaded files.
     considered_layers : int, optional
         Number of transformer layers to keep, 1 to the encoder's depth; None keeps all.
+    matmul_front_end : bool
+        Run the CNN front end as channels-last matrix products on CPU
+        (``front_end.MatmulFeatureEncoder``: same weights and outputs, faster).
     **wrapper_options
         Passed to ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2``.
     """
 
-    def __init__(self, source, save_path, considered_layers=None, **wrapper_options):
+    def __init__(self, source, save_path, considered_layers=None, matmul_front_end=True,
+                 **wrapper_options):
         # Read by override_config, which the parent constructor calls before loading.
         self.considered_layers = considered_layers
         super().__init__(source=source, save_path=save_path, **wrapper_options)
+        if matmul_front_end:
+            use_matmul_front_end(self.model)
         if self.freeze_feature_extractor:
             # Hugging Face's own freezing also stops the CNN from marking its input as
             # requiring grad, which fails when a learned downsampler produced that input.

@@ -80,6 +80,41 @@ def test_five_records_per_test_set_in_order(two_runs):
         assert all({key: record[key] for key in TAGS} == TAGS for record in records)
 
 
+def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
+    """Forked LM workers slow the parent's forward (copy-on-write): none live during greedy."""
+    live_decoders, seen = [], []
+    decoder_init, decoder_close = benchmark.LMDecoder.__init__, benchmark.LMDecoder.close
+    run_test = benchmark._run_inference_test
+
+    def counting_init(self, *args):
+        decoder_init(self, *args)
+        live_decoders.append(self)
+
+    def counting_close(self):
+        decoder_close(self)
+        live_decoders.remove(self)
+
+    def recording_test(brain, dataset, settings, device, lm_decoder):
+        seen.append((lm_decoder is not None, len(live_decoders)))
+        return run_test(brain, dataset, settings, device, lm_decoder)
+
+    monkeypatch.setattr(benchmark.LMDecoder, "__init__", counting_init)
+    monkeypatch.setattr(benchmark.LMDecoder, "close", counting_close)
+    monkeypatch.setattr(benchmark, "_run_inference_test", recording_test)
+    settings = benchmark.BenchmarkSettings(
+        batch_size=2, warmup_batches=1, mac_batches=1, devices=["cpu"],
+        lm_path=str(write_arpa(tmp_path / "lm.arpa")), lm_beam_width=8,
+    )
+    datasets = {"a": make_test_dataset((0.6, 0.9)), "b": make_test_dataset((0.7, 1.1))}
+    records = benchmark.run_five_tests(TinyBrain(), datasets, settings, TAGS, tmp_path)
+    assert seen == [(False, 0), (False, 0), (True, 1), (True, 1)]
+    assert not live_decoders
+    assert [(record["test_set"], record["test"]) for record in records] == [
+        (test_set, test) for test_set in ("a", "b")
+        for test in ("gpu_greedy", "gpu_lm", "cpu_greedy", "cpu_lm", "macs")
+    ]
+
+
 def test_gpu_tests_skipped_without_cuda_or_when_not_listed(two_runs):
     listed, not_listed = by_test(two_runs["first"]), by_test(two_runs["second"])
     for test in ("gpu_greedy", "gpu_lm"):

@@ -75,11 +75,16 @@ def test_variant_records_are_consistent(quick_run):
     matmul_rate = quick_run["results"]["matmul"]["gmacs_per_s"]
     for row in rows.values():
         assert row["median_time_s"] == statistics.median(row["times_s"])
+        assert len(row["cpu_times_s"]) == REPEATS
+        assert row["cpu_time_ratio"] == pytest.approx(row["median_cpu_time_s"]
+                                                      / baseline["median_cpu_time_s"])
         assert row["time_ratio"] == pytest.approx(row["median_time_s"]
                                                   / baseline["median_time_s"])
         assert row["gmacs_per_s"] == pytest.approx(row["gmacs"] / row["median_time_s"])
         assert row["fraction_of_matmul"] == pytest.approx(row["gmacs_per_s"] / matmul_rate)
         assert row["ratio_gap"] == pytest.approx(row["time_ratio"] / row["gmacs_ratio"] - 1)
+        assert row["cpu_ratio_gap"] == pytest.approx(row["cpu_time_ratio"] / row["gmacs_ratio"]
+                                                     - 1)
         has_downsampler = row["factor"] > 1
         assert (row["downsampler_share"] is not None) == has_downsampler, row["name"]
 
@@ -94,6 +99,9 @@ def test_matmul_and_front_end_records(quick_run):
     assert results["matmul"]["macs"] == sum(rows[size] for size in samples) * per_row
     front_end = results["front_end"]
     assert 0 < front_end["share_of_baseline_gmacs"] < 1
+    assert len(front_end["hf_conv_times_s"]) == REPEATS
+    assert front_end["hf_conv_gmacs_per_s"] == pytest.approx(
+        front_end["gmacs"] / front_end["hf_conv_median_time_s"])
     assert results["baseline_fraction_of_matmul"] == results["variants"][0]["fraction_of_matmul"]
 
 
@@ -110,6 +118,9 @@ def test_inference_path_and_lm_measured_in_the_same_run(quick_run):
     results = quick_run["results"]
     path, lm = results["inference_path"], results["lm"]
     assert len(path["bare_forward_times_s"]) == len(path["path_times_s"]) == REPEATS
+    assert len(path["masked_forward_times_s"]) == REPEATS
+    assert path["mask_overhead"] == pytest.approx(
+        path["masked_forward_median_s"] / path["bare_forward_median_s"] - 1)
     assert path["overhead"] == pytest.approx(
         path["path_median_s"] / path["bare_forward_median_s"] - 1)
     assert len(lm["lm_times_s"]) == REPEATS

@@ -1,0 +1,186 @@
+"""The CNN front end of wav2vec 2.0, HuBERT and WavLM as channels-last matrix products.
+
+On CPU the Hugging Face front end runs at about half the arithmetic rate of
+the transformer layers: oneDNN's 1-D convolutions are slower than a matrix
+product of the same size, and every LayerNorm over channels is wrapped in two
+transposes that copy the largest activations of the whole model (512 channels
+at 3.2 kHz for the first layer). Since a fixed-cost front end that runs slowly
+makes every saving in the transformer (layer removal, early exit) smaller in
+time than in compute, ``MatmulFeatureEncoder`` runs the same layers in the
+``[batch, time, channels]`` layout: each convolution is one matrix product on
+its overlapping windows (``Tensor.unfold``), after which LayerNorm normalises
+the contiguous last dimension with no transpose. Same modules, weights and
+state-dict keys; same outputs to float rounding. On other devices the layers
+run as in Hugging Face's forward.
+
+Usage::
+
+    from front_end import use_matmul_front_end
+    use_matmul_front_end(model)  # a transformers Wav2Vec2/HuBERT/WavLM model
+
+Authors
+ * Recipe team 2026
+"""
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+
+class MatmulFeatureEncoder(torch.nn.Module):
+    """A Hugging Face CNN feature encoder run as channels-last matrix products on CPU.
+
+    Arguments
+    ---------
+    feature_encoder : torch.nn.Module
+        The model's ``feature_extractor`` (``conv_layers`` of LayerNorm,
+        GroupNorm or no-norm convolution layers); its layers are shared, not copied.
+
+    Example
+    -------
+    >>> from transformers import WavLMConfig, WavLMModel
+    >>> config = WavLMConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    ...                      intermediate_size=64, conv_dim=(16,) * 7, feat_extract_norm="layer")
+    >>> model = WavLMModel(config).eval()
+    >>> wavs = torch.randn(2, 4000)
+    >>> expected = model.feature_extractor(wavs)
+    >>> fast = MatmulFeatureEncoder(model.feature_extractor)
+    >>> torch.allclose(fast(wavs), expected, atol=1e-5), list(fast.state_dict())[0]
+    (True, 'conv_layers.0.conv.weight')
+    """
+
+    def __init__(self, feature_encoder):
+        super().__init__()
+        for index, layer in enumerate(feature_encoder.conv_layers):
+            conv = layer.conv
+            if conv.padding != (0,) or conv.dilation != (1,) or conv.groups != 1:
+                raise ValueError(
+                    f"conv_layers.{index}: only unpadded, undilated, ungrouped convolutions "
+                    f"run as matrix products (padding {conv.padding}, dilation "
+                    f"{conv.dilation}, groups {conv.groups})"
+                )
+        self.conv_layers = feature_encoder.conv_layers
+        self._requires_grad = getattr(feature_encoder, "_requires_grad", True)
+        self.use_matmuls = True  # False: Hugging Face's layers everywhere (module-hook MAC counts)
+
+    def _freeze_parameters(self):
+        """Stop the front end's training, as Hugging Face's ``freeze_feature_encoder`` does."""
+        for parameter in self.parameters():
+            parameter.requires_grad = False
+        self._requires_grad = False
+
+    def forward(self, wavs):
+        """Waveforms ``[B, samples]`` to features ``[B, channels, frames]``, as the original.
+
+        The result is a transposed view of ``[B, frames, channels]`` memory, so
+        the model's own ``transpose(1, 2)`` that follows costs nothing.
+        """
+        if wavs.device.type != "cpu" or not self.use_matmuls:
+            return self.channels_first(wavs)
+        hidden_states = wavs[:, :, None]
+        for layer in self.conv_layers:
+            hidden_states = channels_last_conv_layer(layer, hidden_states)
+        return hidden_states.transpose(1, 2)
+
+    def channels_first(self, wavs):
+        """Hugging Face's own forward: each layer on ``[B, channels, frames]``."""
+        hidden_states = wavs[:, None]
+        for layer in self.conv_layers:
+            hidden_states = layer(hidden_states)
+        return hidden_states
+
+
+def channels_last_conv_layer(layer, hidden_states):
+    """One front-end layer (convolution, norm, activation) on ``[B, T, C]`` inputs.
+
+    Arguments
+    ---------
+    layer : torch.nn.Module
+        A Hugging Face ``*LayerNormConvLayer``, ``*GroupNormConvLayer`` or
+        ``*NoLayerNormConvLayer``: ``conv``, ``activation`` and optional ``layer_norm``.
+    hidden_states : torch.Tensor
+        ``[B, T, C_in]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, T_out, C_out]``, equal to the layer's output transposed.
+
+    Example
+    -------
+    >>> from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2LayerNormConvLayer
+    >>> from transformers import Wav2Vec2Config
+    >>> config = Wav2Vec2Config(conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2))
+    >>> layer = Wav2Vec2LayerNormConvLayer(config, layer_id=1)
+    >>> inputs = torch.randn(2, 8, 50)
+    >>> output = channels_last_conv_layer(layer, inputs.transpose(1, 2))
+    >>> torch.allclose(output.transpose(1, 2), layer(inputs), atol=1e-6)
+    True
+    """
+    conv = layer.conv
+    windows = hidden_states.unfold(1, conv.kernel_size[0], conv.stride[0])  # [B, T_out, C, k]
+    batch_size, num_frames = windows.shape[:2]
+    # One 2-D product (addmm with the bias, counted as ptflops counts a convolution's).
+    hidden_states = F.linear(windows.reshape(batch_size * num_frames, -1),
+                             conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    hidden_states = hidden_states.view(batch_size, num_frames, conv.out_channels)
+    norm = getattr(layer, "layer_norm", None)
+    if isinstance(norm, torch.nn.LayerNorm):
+        hidden_states = norm(hidden_states)
+    elif norm is not None:  # GroupNorm with a group per channel: normalises over time
+        hidden_states = norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    return layer.activation(hidden_states)
+
+
+def use_matmul_front_end(model):
+    """Replace a Hugging Face SSL model's ``feature_extractor`` by ``MatmulFeatureEncoder``.
+
+    Arguments
+    ---------
+    model : transformers.PreTrainedModel
+        A Wav2Vec2, HuBERT or WavLM model (changed in place; loading and saving
+        are unaffected, the state-dict keys stay the same).
+
+    Returns
+    -------
+    MatmulFeatureEncoder
+        The new front end.
+    """
+    if not isinstance(model.feature_extractor, MatmulFeatureEncoder):
+        model.feature_extractor = MatmulFeatureEncoder(model.feature_extractor)
+    return model.feature_extractor
+
+
+@contextlib.contextmanager
+def channels_first_front_ends(module):
+    """Run every ``MatmulFeatureEncoder`` in ``module`` as Hugging Face's layers for a while.
+
+    Module hooks (ptflops' "pytorch" backend, the paper's way of counting)
+    then see the ``Conv1d`` and ``LayerNorm`` calls they count.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        Searched recursively.
+
+    Example
+    -------
+    >>> from transformers import WavLMConfig, WavLMModel
+    >>> model = WavLMModel(WavLMConfig(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7))
+    >>> front_end = use_matmul_front_end(model)
+    >>> with channels_first_front_ends(model):
+    ...     front_end.use_matmuls
+    False
+    >>> front_end.use_matmuls
+    True
+    """
+    front_ends = [child for child in module.modules() if isinstance(child, MatmulFeatureEncoder)]
+    for front_end in front_ends:
+        front_end.use_matmuls = False
+    try:
+        yield
+    finally:
+        for front_end in front_ends:
+            front_end.use_matmuls = True
