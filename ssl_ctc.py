@@ -39,7 +39,6 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 import benchmark
 from front_end import use_matmul_front_end
 from librispeech_prepare import check_layout, prepare_librispeech
-from unpadded import pad_frames, runs_unpadded, split_utterances
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class ConfigurationError(ValueError):
 
 
 def load_ssl_encoder(source, save_path, considered_layers=None, matmul_front_end=True,
-                     unpadded_cpu_inference=True, **wrapper_options):
+                     **wrapper_options):
     """Load a WavLM, wav2vec 2.0 or HuBERT encoder through SpeechBrain's wrapper.
 
     The wrapper uses ``AutoModel``, so one class serves all three architectures,
@@ -83,8 +82,6 @@ def load_ssl_encoder(source, save_path, considered_layers=None, matmul_front_end
         Keep only the first N transformer layers (layer removal); None keeps all.
     matmul_front_end : bool
         Run the CNN front end as channels-last matrix products on CPU (see ``front_end``).
-    unpadded_cpu_inference : bool
-        At inference on CPU, run each utterance alone at its own length (see ``unpadded``).
     **wrapper_options
         Passed to ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2``
         (``freeze``, ``freeze_feature_extractor``, ``output_norm``...).
@@ -107,8 +104,7 @@ def load_ssl_encoder(source, save_path, considered_layers=None, matmul_front_end
             check_ssl_architecture(source, json.load(config_file).get("model_type"))
     try:
         return SSLEncoder(source, save_path, considered_layers=considered_layers,
-                          matmul_front_end=matmul_front_end,
-                          unpadded_cpu_inference=unpadded_cpu_inference, **wrapper_options)
+                          matmul_front_end=matmul_front_end, **wrapper_options)
     except (OSError, ValueError) as error:
         if isinstance(error, ConfigurationError):
             raise
@@ -146,44 +142,21 @@ class SSLEncoder(Wav2Vec2):
     matmul_front_end : bool
         Run the CNN front end as channels-last matrix products on CPU
         (``front_end.MatmulFeatureEncoder``: same weights and outputs, faster).
-    unpadded_cpu_inference : bool
-        In eval mode on CPU, run each utterance of a padded batch alone at its
-        own length (``unpadded``): no padded frames, no attention mask.
     **wrapper_options
         Passed to ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2``.
     """
 
     def __init__(self, source, save_path, considered_layers=None, matmul_front_end=True,
-                 unpadded_cpu_inference=True, **wrapper_options):
+                 **wrapper_options):
         # Read by override_config, which the parent constructor calls before loading.
         self.considered_layers = considered_layers
         super().__init__(source=source, save_path=save_path, **wrapper_options)
-        self.unpadded_cpu_inference = unpadded_cpu_inference
         if matmul_front_end:
             use_matmul_front_end(self.model)
         if self.freeze_feature_extractor:
             # Hugging Face's own freezing also stops the CNN from marking its input as
             # requiring grad, which fails when a learned downsampler produced that input.
             self.model.feature_extractor._freeze_parameters()
-
-    def extract_features(self, wav, wav_lens=None):
-        """The wrapper's features; in eval mode on CPU, each padded utterance alone.
-
-        Returns
-        -------
-        torch.Tensor
-            ``[B, T, H]``, T the frame count of the padded batch; frames past an
-            utterance's end are zeros when it ran alone.
-        """
-        if (not self.unpadded_cpu_inference or self.training or self.output_all_hiddens
-                or not runs_unpadded(wav, wav_lens)):
-            return super().extract_features(wav, wav_lens)
-        utterances = split_utterances(wav, wav_lens)
-        if encoder_frames(self, min(utterance.shape[1] for utterance in utterances)) == 0:
-            return super().extract_features(wav, wav_lens)  # too short to run alone
-        extract_batch = super().extract_features  # (no zero-argument super() in a comprehension)
-        features = [extract_batch(utterance) for utterance in utterances]
-        return pad_frames(features, encoder_frames(self, wav.shape[1]))
 
     def override_config(self, config):
         """Check the architecture and set the depth to ``considered_layers`` (before loading)."""

@@ -15,7 +15,6 @@ import torch
 from early_exiting.criteria import check_decision
 from early_exiting.exit_heads import check_exit_layers
 from early_exiting.layerwise_encoder import LayerwiseEncoder
-from unpadded import pad_frames, runs_unpadded, split_utterances
 
 
 class EarlyExitOutput(NamedTuple):
@@ -67,10 +66,6 @@ class EarlyExitEncoder(torch.nn.Module):
         ``"utterance"`` (default): each utterance exits on its own criterion;
         ``"batch"``: the whole batch exits together, on the criterion averaged
         over all its valid frames (the paper's behaviour).
-    unpadded_cpu_inference : bool
-        With ``"utterance"`` decisions, in eval mode on CPU, run each utterance
-        of a padded batch alone at its own length (no padding, no attention
-        mask; see the top-level module ``unpadded``).
 
     Example
     -------
@@ -93,8 +88,7 @@ class EarlyExitEncoder(torch.nn.Module):
     [2, 3, 4]
     """
 
-    def __init__(self, encoder, exit_heads, criterion, decision="utterance",
-                 unpadded_cpu_inference=True):
+    def __init__(self, encoder, exit_heads, criterion, decision="utterance"):
         super().__init__()
         if not isinstance(encoder, LayerwiseEncoder):
             encoder = LayerwiseEncoder(encoder)
@@ -108,7 +102,6 @@ class EarlyExitEncoder(torch.nn.Module):
         self.exit_heads = exit_heads
         self.criterion = criterion
         self.decision = decision
-        self.unpadded_cpu_inference = unpadded_cpu_inference
 
     @property
     def criterion(self):
@@ -153,38 +146,6 @@ class EarlyExitEncoder(torch.nn.Module):
 
     def early_exit(self, wavs, wav_lens=None):
         """Run each utterance up to its exit layer and return that exit's log-probs.
-
-        In eval mode on CPU with per-utterance decisions, each utterance of a
-        padded batch runs alone (``unpadded_cpu_inference``); otherwise the
-        batch runs together (``early_exit_batch``).
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            ``[B, samples]`` padded waveforms.
-        wav_lens : torch.Tensor, optional
-            ``[B]`` relative lengths; None means no padding.
-
-        Returns
-        -------
-        EarlyExitOutput
-            ``log_probs`` ``[B, T, V]``, ``frame_lengths`` ``[B]``, ``exit_layers`` ``[B]``.
-        """
-        if (self.unpadded_cpu_inference and self.decision == "utterance" and not self.training
-                and runs_unpadded(wavs, wav_lens)):
-            utterances = split_utterances(wavs, wav_lens)
-            if min(int(self.encoder.frame_lengths(utterance)[0]) for utterance in utterances) > 0:
-                outputs = [self.early_exit_batch(utterance) for utterance in utterances]
-                return EarlyExitOutput(
-                    pad_frames([output.log_probs for output in outputs],
-                               int(self.encoder.frame_lengths(wavs[:1])[0])),
-                    torch.cat([output.frame_lengths for output in outputs]),
-                    torch.cat([output.exit_layers for output in outputs]),
-                )
-        return self.early_exit_batch(wavs, wav_lens)
-
-    def early_exit_batch(self, wavs, wav_lens=None):
-        """Run a batch together, each utterance up to its exit layer.
 
         After each exit layer the criterion decides which utterances exit; those
         leave the batch (hidden states, masks and position bias are re-sliced and
