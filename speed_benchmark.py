@@ -716,10 +716,12 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device):
     """The five tests' inference path against a bare forward, alternated, on the same batches.
 
     Each repeat times one pass of ``bare_forward`` over the batches, one with
-    the padding mask (``masked=True``, what the model needs for padded batches), then runs
+    the padding mask (``masked=True``, what the model needs for padded batches), and
     ``brain.run_benchmark`` (the five tests on the synthetic set): its greedy test
     is the inference path (data loading, forward, greedy decoding, scoring), its
-    LM test the same with the LM decoder.
+    LM test the same with the LM decoder. Odd repeats run the tests first, so
+    that a drifting load favours neither side; each overhead is the median over
+    repeats of the ratio within the repeat (``paired_overhead``).
 
     Arguments
     ---------
@@ -749,10 +751,14 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device):
     bare.time_pass(batches[: settings.warmup_batches], device)
     masked.time_pass(batches[: settings.warmup_batches], device)
     bare_times, masked_times, greedy, with_lm, records = [], [], [], [], []
-    for _ in range(repeats):
-        bare_times.append(bare.time_pass(batches, device)[0])
-        masked_times.append(masked.time_pass(batches, device)[0])
+    for repeat in range(repeats):
+        if repeat % 2 == 0:
+            bare_times.append(bare.time_pass(batches, device)[0])
+            masked_times.append(masked.time_pass(batches, device)[0])
         run = brain.run_benchmark({"synthetic": dataset}, settings)
+        if repeat % 2 == 1:
+            bare_times.append(bare.time_pass(batches, device)[0])
+            masked_times.append(masked.time_pass(batches, device)[0])
         records.extend(run)
         tests = {record["test"]: record for record in run if record["status"] == "ok"}
         greedy.append(tests[f"{kind}_greedy"])
@@ -774,9 +780,11 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device):
         "path_decode_median_s": median_of(greedy, "decode_time_s"),
         "warmup_batches": settings.warmup_batches,
     }
-    path["overhead"] = path["path_median_s"] / path["bare_forward_median_s"] - 1
-    path["forward_overhead"] = path["path_forward_median_s"] / path["bare_forward_median_s"] - 1
-    path["mask_overhead"] = path["masked_forward_median_s"] / path["bare_forward_median_s"] - 1
+    path_forward_times = [run["forward_time_s"] for run in greedy]
+    path["overhead"] = paired_overhead(path["path_times_s"], bare_times)
+    path["forward_overhead"] = paired_overhead(path_forward_times, bare_times)
+    path["mask_overhead"] = paired_overhead(masked_times, bare_times)
+    path["overhead_vs_masked"] = paired_overhead(path["path_times_s"], masked_times)
     lm = None
     if with_lm:
         lm = {
@@ -794,8 +802,23 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device):
             "wer_greedy": greedy[-1]["wer"],
             "wer_lm": with_lm[-1]["wer"],
         }
-        lm["overhead"] = lm["lm_median_s"] / lm["greedy_median_s"] - 1
+        lm["overhead"] = paired_overhead(lm["lm_times_s"], lm["greedy_times_s"])
     return {"inference_path": path, "lm": lm, "records": records}
+
+
+def paired_overhead(times, reference_times):
+    """Median over repeats of ``times[i] / reference_times[i]``, minus 1.
+
+    Both were timed within the same repeat, minutes apart at most, so their
+    ratio cancels most of the machine's drifting load.
+
+    Example
+    -------
+    >>> round(paired_overhead([10.5, 13.0, 11.0], [10.0, 12.0, 10.0]), 3)
+    0.083
+    """
+    ratios = [time / reference for time, reference in zip(times, reference_times, strict=True)]
+    return statistics.median(ratios) - 1
 
 
 def precision_wer_change(experiment, precision, threads, work_folder):
@@ -951,7 +974,9 @@ def print_report(results):
               f"{path['bare_forward_median_s']:.3f} s: {100 * path['overhead']:+.1f} % "
               f"(forward alone {100 * path['forward_overhead']:+.1f} %); the model's own padding "
               f"mask alone: {100 * path['mask_overhead']:+.1f} % "
-              f"({path['masked_forward_median_s']:.3f} s)")
+              f"({path['masked_forward_median_s']:.3f} s); the path vs the masked forward: "
+              f"{100 * path['overhead_vs_masked']:+.1f} % (overheads: medians of ratios within a "
+              f"repeat)")
     lm = results["lm"]
     if lm:
         print(f"LM (beam {lm['beam_width']}, alpha {lm['alpha']}, beta {lm['beta']}, "
