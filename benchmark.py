@@ -1194,11 +1194,11 @@ def _skip_reason(device, listed, uses_lm, settings):
     return None
 
 
-def _timed_test_record(brain, test_set, dataset, settings, test, lm_decoder, common):
+def _timed_test_record(brain, test_set, dataset, settings, test, lm_decoder, common, threads):
     """Runs one timed test, or records why it is skipped; returns its record.
 
     ``test`` is ``(name, device, listed in settings.devices, uses_lm)``;
-    ``common`` holds the fields shared by every record, and ``threads``.
+    ``common`` holds the fields shared by every record.
     """
     name, device, listed, uses_lm = test
     record = {
@@ -1211,14 +1211,32 @@ def _timed_test_record(brain, test_set, dataset, settings, test, lm_decoder, com
     }
     reason = _skip_reason(device, listed, uses_lm, settings)
     if reason is not None:
-        del record["threads"]
         return {**record, "status": "skipped", "reason": reason}
     with _brain_on(brain, device):
         measures = _run_inference_test(
             brain, dataset, settings, device, lm_decoder if uses_lm else None
         )
     return {**record, "status": "ok", "reason": None, "device_name": _device_name(device),
-            **measures}
+            "threads": threads, **measures}
+
+
+def _mac_test_record(brain, test_set, dataset, settings, common, threads):
+    """Runs the MAC count of a test set on CPU; returns its record."""
+    with _brain_on(brain, "cpu"):
+        measures = _run_mac_test(brain, dataset, settings)
+    return {
+        "test": MAC_TEST,
+        "test_set": test_set,
+        "device": "cpu",
+        "decoding": None,
+        "lm": None,
+        **common,
+        "status": "ok",
+        "reason": None,
+        "device_name": cpu_name(),
+        "threads": threads,
+        **measures,
+    }
 
 
 def run_five_tests(brain, test_datasets, settings, tags, output_folder):
@@ -1287,36 +1305,22 @@ def run_five_tests(brain, test_datasets, settings, tags, output_folder):
             ):
                 for test_set, dataset in test_datasets.items():
                     for test in timed_tests:
-                        if test[3] == lm_pass:
+                        name, _, _, uses_lm = test
+                        if uses_lm == lm_pass:
                             record = _timed_test_record(
-                                brain, test_set, dataset, settings, test, lm_decoder,
-                                {**common, "threads": threads},
+                                brain, test_set, dataset, settings, test, lm_decoder, common,
+                                threads,
                             )
-                            results[test_set, test[0]] = _tagged(record, tags)
+                            results[test_set, name] = _tagged(record, tags)
                     if not lm_pass:
-                        with _brain_on(brain, "cpu"):
-                            measures = _run_mac_test(brain, dataset, settings)
-                        counted = {
-                            "test": MAC_TEST,
-                            "test_set": test_set,
-                            "device": "cpu",
-                            "decoding": None,
-                            "lm": None,
-                            **common,
-                            "status": "ok",
-                            "reason": None,
-                            "device_name": cpu_name(),
-                            "threads": threads,
-                            **measures,
-                        }
-                        results[test_set, MAC_TEST] = _tagged(counted, tags)
+                        record = _mac_test_record(
+                            brain, test_set, dataset, settings, common, threads
+                        )
+                        results[test_set, MAC_TEST] = _tagged(record, tags)
     finally:
         torch.set_num_threads(previous_threads)
-    records = [
-        results[test_set, test]
-        for test_set in test_datasets
-        for test in [timed[0] for timed in timed_tests] + [MAC_TEST]
-    ]
+    test_names = [name for name, *_ in timed_tests] + [MAC_TEST]
+    records = [results[test_set, name] for test_set in test_datasets for name in test_names]
     append_records(records, output_folder)
     return records
 

@@ -61,14 +61,12 @@ class MatmulFeatureEncoder(torch.nn.Module):
                     f"{conv.dilation}, groups {conv.groups})"
                 )
         self.conv_layers = feature_encoder.conv_layers
-        self._requires_grad = getattr(feature_encoder, "_requires_grad", True)
         self.use_matmuls = True  # False: Hugging Face's layers everywhere (module-hook MAC counts)
 
     def _freeze_parameters(self):
         """Stop the front end's training, as Hugging Face's ``freeze_feature_encoder`` does."""
         for parameter in self.parameters():
             parameter.requires_grad = False
-        self._requires_grad = False
 
     def forward(self, wavs):
         """Waveforms ``[B, samples]`` to features ``[B, channels, frames]``, as the original.
