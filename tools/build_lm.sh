@@ -4,17 +4,20 @@
 # No Debian package or wheel ships lmplz, so it is compiled once from the PyPI `kenlm` source
 # archive (needs cmake, a C++ compiler and the Boost, zlib, bz2 and lzma dev packages) into a
 # cache folder. The LM text is the train-clean-100 transcripts plus the pre-training sentences
-# written by tools/make_synthetic_corpus.py; dev and test text never enter it.
+# written by tools/make_synthetic_corpus.py (the shipped list embedded/pretrain_sentences.tsv,
+# so no audio is needed); dev and test text never enter it.
 #
 # Usage: tools/build_lm.sh [PRETRAIN_TEXT] [OUTPUT_ARPA]
-#   PRETRAIN_TEXT  default embedded/.cache/pretrain/text.txt (one sentence a line)
+#   PRETRAIN_TEXT  default embedded/pretrain_sentences.tsv (a header line, then
+#                  voice<TAB>rate<TAB>pitch<TAB>text); a file not ending in .tsv is read as
+#                  one sentence a line
 #   OUTPUT_ARPA    default embedded/LibriSpeech/4-gram.arpa
 # Environment: ORDER (default 4), KENLM_CACHE (default embedded/.cache/kenlm),
 #              PYTHON (default python3; used for `pip download` and the load check).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-pretrain_text="${1:-$repo_root/embedded/.cache/pretrain/text.txt}"
+pretrain_text="${1:-$repo_root/embedded/pretrain_sentences.tsv}"
 output_arpa="${2:-$repo_root/embedded/LibriSpeech/4-gram.arpa}"
 order="${ORDER:-4}"
 cache="${KENLM_CACHE:-$repo_root/embedded/.cache/kenlm}"
@@ -53,7 +56,11 @@ lm_text="$(mktemp)"
 trap 'rm -f "$lm_text"' EXIT
 # Transcript lines are "<utt-id> TEXT": drop the id. Sorted for a reproducible input order.
 find "$train_dir" -name '*.trans.txt' -print0 | sort -z | xargs -0 cat | cut -d' ' -f2- >"$lm_text"
-cat "$pretrain_text" >>"$lm_text"
+if [[ "$pretrain_text" == *.tsv ]]; then
+    tail -n +2 "$pretrain_text" | cut -f4 >>"$lm_text"
+else
+    cat "$pretrain_text" >>"$lm_text"
+fi
 echo "LM text: $(wc -l <"$lm_text") sentences, $(wc -w <"$lm_text") words"
 
 mkdir -p "$(dirname "$output_arpa")"

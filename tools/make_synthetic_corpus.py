@@ -8,7 +8,9 @@ held out: their voice/variant pairs occur neither in train-clean-100 nor in the 
 set, though every base voice and every variant does.
 
 Four disjoint sentence sets are drawn: test-clean, dev-clean, train-clean-100 and a larger
-pre-training set. The first three are written in the LibriSpeech layout::
+pre-training set (3000 sentences drawn with the others, then ``--n-extra`` more drawn after the
+splits are written and spoken by more voices: extra espeak-ng variants and base voices, never a
+dev or test pair). The first three are written in the LibriSpeech layout::
 
     OUT/LibriSpeech/<split>/<spk>/<chapter>/<spk>-<chapter>-<utt:04d>.flac
     OUT/LibriSpeech/<split>/<spk>/<chapter>/<spk>-<chapter>.trans.txt
@@ -16,13 +18,15 @@ pre-training set. The first three are written in the LibriSpeech layout::
 
 The pre-training set (for tools/pretrain_seed_encoder.py and tools/build_lm.sh, not shipped)
 goes to ``PRETRAIN_DIR/audio/*.flac`` with ``PRETRAIN_DIR/manifest.tsv`` (path, duration,
-text) and ``PRETRAIN_DIR/text.txt`` (one sentence a line). Audio is 16 kHz mono 16-bit FLAC,
-made with ``espeak-ng -v V -s R -p P --stdout TEXT | sox -q -D -v 0.8 -t wav - -r 16000 -c 1
--b 16 out.flac`` (``-D`` turns dithering off, which makes the output byte-for-byte
-reproducible). The output is a function of the seed and the installed espeak-ng and sox.
+text) and ``PRETRAIN_DIR/text.txt`` (one sentence a line); the sentences are also written to
+``embedded/pretrain_sentences.tsv`` with their voice, rate and pitch (shipped, text only).
+Audio is 16 kHz mono 16-bit FLAC, made with ``espeak-ng -v V -s R -p P --stdout TEXT |
+sox -q -D -v 0.8 -t wav - -r 16000 -c 1 -b 16 out.flac`` (``-D`` turns dithering off, which
+makes the output byte-for-byte reproducible). The output is a function of the seed and the
+installed espeak-ng and sox.
 
 Usage: python tools/make_synthetic_corpus.py [--out embedded] [--pretrain-dir
-embedded/.cache/pretrain] [--seed 1986] [--n-pretrain 3000] [--jobs 2]
+embedded/.cache/pretrain] [--seed 1986] [--n-pretrain 3000] [--n-extra 9000] [--jobs 2]
 """
 
 import argparse
@@ -108,6 +112,11 @@ SPLITS = (  # name, sentences, speakers, chapters per speaker
 )
 BASE_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
 VARIANTS = ("", "+f2", "+f3", "+f4", "+m1", "+m3", "+m5", "+m7")
+# Heard only in the extra pre-training utterances (more voices for the seed encoder); the
+# dev and test speakers are pairs of BASE_VOICES and VARIANTS, so none of these is one of them.
+EXTRA_BASE_VOICES = ("en-gb-x-gbclan", "en-gb-x-gbcwmd")
+EXTRA_VARIANTS = ("+f1", "+f5", "+m2", "+m4", "+m6", "+m8", "+klatt", "+klatt3", "+Andy",
+                  "+Annie", "+Linda", "+Michael", "+Steph", "+Zac", "+grandma", "+grandpa")
 RATES = (150, 210)  # words per minute, espeak-ng -s
 PITCHES = (30, 70)  # espeak-ng -p
 MIN_WORDS, MAX_WORDS = 5, 12
@@ -309,6 +318,25 @@ def speaker_pools(rng):
     }
 
 
+def extra_pretrain_voices(held_out):
+    """Return the voices of the extra pre-training utterances.
+
+    Parameters
+    ----------
+    held_out : collection of str
+        The dev and test voice/variant pairs, never returned.
+
+    Returns
+    -------
+    list of str
+        Every pair of a base voice (``BASE_VOICES`` and ``EXTRA_BASE_VOICES``) and a variant
+        (``VARIANTS`` and ``EXTRA_VARIANTS``) except the held-out ones.
+    """
+    pairs = [base + variant for base in BASE_VOICES + EXTRA_BASE_VOICES
+             for variant in VARIANTS + EXTRA_VARIANTS]
+    return [pair for pair in pairs if pair not in set(held_out)]
+
+
 def random_speaker(rng, voices):
     """Draw a speaker: a voice from ``voices`` with a random rate and pitch."""
     return Speaker(rng.choice(voices), rng.randint(*RATES), rng.randint(*PITCHES))
@@ -402,7 +430,7 @@ def write_split(root, name, sentences, voices, n_speakers, n_chapters, ids, rng,
     return rows
 
 
-def write_pretrain(pretrain_dir, sentences, voices, rng, n_workers):
+def write_pretrain(pretrain_dir, sentences, voice_pools, rng, n_workers):
     """Write the pre-training set: flat FLAC files, a manifest and a text file.
 
     Parameters
@@ -411,17 +439,23 @@ def write_pretrain(pretrain_dir, sentences, voices, rng, n_workers):
         The output folder (replaced).
     sentences : list of str
         The pre-training sentences.
-    voices : list of str
-        The voice/variant pairs allowed (never those of dev or test speakers).
+    voice_pools : list of list of str
+        For each sentence, the voice/variant pairs allowed (never those of dev or test
+        speakers).
     rng : random.Random
         The random generator; each utterance gets its own voice, rate and pitch.
     n_workers : int
         Parallel synthesis processes.
+
+    Returns
+    -------
+    list of Speaker
+        The speaker of each sentence.
     """
     audio_dir = pretrain_dir / "audio"
     audio_dir.mkdir(parents=True)
     jobs = [(text, random_speaker(rng, voices), audio_dir / f"pretrain-{i:05d}.flac")
-            for i, text in enumerate(sentences)]
+            for i, (text, voices) in enumerate(zip(sentences, voice_pools, strict=True))]
     durations = run_jobs(jobs, n_workers)
     with open(pretrain_dir / "manifest.tsv", "w") as manifest:
         manifest.write("path\tduration\tvoice\trate\tpitch\ttext\n")
@@ -430,6 +464,25 @@ def write_pretrain(pretrain_dir, sentences, voices, rng, n_workers):
                            f"\t{speaker.rate}\t{speaker.pitch}\t{text}\n")
     (pretrain_dir / "text.txt").write_text("".join(s + "\n" for s in sentences))
     print(f"pre-training: {len(jobs)} utterances, {sum(durations):.0f} s")
+    return [speaker for _, speaker, _ in jobs]
+
+
+def write_sentence_list(path, sentences, speakers):
+    """Write the shipped list of pre-training sentences and who speaks them (no audio).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The TSV file (columns ``voice``, ``rate``, ``pitch``, ``text``).
+    sentences : list of str
+        The pre-training sentences.
+    speakers : list of Speaker
+        Their speakers.
+    """
+    lines = ["voice\trate\tpitch\ttext\n"]
+    lines += [f"{speaker.voice}\t{speaker.rate}\t{speaker.pitch}\t{text}\n"
+              for text, speaker in zip(sentences, speakers, strict=True)]
+    path.write_text("".join(lines))
 
 
 def write_speakers_file(root, rows):
@@ -475,6 +528,14 @@ def main():
     parser.add_argument("--seed", type=int, default=1986)
     parser.add_argument("--n-pretrain", type=int, default=3000,
                         help="number of pre-training sentences (default: 3000)")
+    parser.add_argument("--n-extra", type=int, default=9000,
+                        help="extra pre-training sentences, drawn after the splits are written "
+                             "(so these stay as they were) and spoken by more voices "
+                             "(default: 9000)")
+    parser.add_argument("--sentence-list", type=Path,
+                        default=Path("embedded/pretrain_sentences.tsv"),
+                        help="where the pre-training sentences are also written (shipped, for "
+                             "the LM and the leakage test)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel synthesis processes")
     args = parser.parse_args()
 
@@ -493,10 +554,24 @@ def main():
         start += count
     write_speakers_file(root, rows)
 
+    # Extra sentences come from the same generator after the splits, so that adding them
+    # changes no shipped file; they avoid every sentence drawn so far.
+    pretrain = sentences[start:]
+    extra, seen = [], set(sentences)
+    while len(extra) < args.n_extra:
+        for sentence in draw_sentences(rng, args.n_extra - len(extra)):
+            if sentence not in seen:
+                seen.add(sentence)
+                extra.append(sentence)
+    held_out = pools["test-clean"] + pools["dev-clean"]
+    voice_pools = ([pools["train-clean-100"]] * len(pretrain)
+                   + [extra_pretrain_voices(held_out)] * len(extra))
     shutil.rmtree(args.pretrain_dir, ignore_errors=True)
-    write_pretrain(args.pretrain_dir, sentences[start:], pools["train-clean-100"], rng, args.jobs)
+    speakers = write_pretrain(args.pretrain_dir, pretrain + extra, voice_pools, rng, args.jobs)
+    write_sentence_list(args.sentence_list, pretrain + extra, speakers)
+    print(f"pre-training sentences and voices listed in {args.sentence_list}")
 
-    vocabulary = {word for sentence in sentences for word in sentence.split()}
+    vocabulary = {word for sentence in sentences + extra for word in sentence.split()}
     print(f"vocabulary: {len(vocabulary)} words over all sets")
 
 
