@@ -3,7 +3,9 @@
 
 The waveform goes through a downsampler (signal resampling, averaging window or
 learned strided convolution, factor 1-4) before the SSL encoder, so the encoder
-runs on k times fewer frames. Everything else lives in ``ssl_ctc.py``.
+runs on k times fewer frames; for factors 3 and 4 the CTC layer emits 2 frames
+per encoder frame. The Brain is ``ssl_ctc.downsampling.DownsampledBrain``; the
+downsamplers are built from the YAML's ``downsampling_techniques``.
 
 Usage::
 
@@ -15,12 +17,8 @@ Authors
  * Recipe team 2026
 """
 
-from ssl_ctc import SSLCTCBrain, run_recipe
-
-
-class DownsampledBrain(SSLCTCBrain):
-    """The core Brain as it is: the downsampler runs in ``SSLCTCBrain.encode``."""
-
+from ssl_ctc.downsampling import DownsampledBrain
+from ssl_ctc.recipe import run_recipe
 
 if __name__ == "__main__":
     run_recipe(DownsampledBrain)

@@ -2,9 +2,9 @@
 """Fine-tune an SSL encoder cut to its first N transformer layers, then benchmark it.
 
 The encoder's depth is set to ``--considered_layers`` in its configuration before
-the weights load (``ssl_ctc.SSLEncoder``), so the removed layers cost neither
-memory nor time, and checkpoints restore into the truncated shapes. The sweep
-over N is ``layer_removal.sh``.
+the weights load (``ssl_ctc.encoder.SSLEncoder``), so the removed layers cost neither
+memory nor time, and checkpoints restore into the truncated shapes. The Brain is
+``ssl_ctc.layer_removal.LayerRemovalBrain``; the sweep over N is ``layer_removal.sh``.
 
 Usage::
 
@@ -15,12 +15,8 @@ Authors
  * Recipe team 2026
 """
 
-from ssl_ctc import SSLCTCBrain, run_recipe
-
-
-class LayerRemovalBrain(SSLCTCBrain):
-    """The core Brain on a truncated encoder; the YAML's ``considered_layers`` cuts it."""
-
+from ssl_ctc.layer_removal import LayerRemovalBrain
+from ssl_ctc.recipe import run_recipe
 
 if __name__ == "__main__":
     run_recipe(LayerRemovalBrain)

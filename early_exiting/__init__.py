@@ -8,11 +8,8 @@
 - ``early_exit``: ``EarlyExitEncoder``, per-utterance (or per-batch) early-exit
   inference and all-exits training.
 
-This package shares its name with the recipe's training script
-``early_exiting.py`` at the repository root. For ``import early_exiting`` Python
-takes a package directory before a module file of the same name on the same
-path entry, so the script can ``from early_exiting import EarlyExitEncoder``
-(the script itself runs as ``__main__``).
+- ``brain``: ``EarlyExitBrain``, the recipe's Brain for this strategy (joint training of
+  the exit heads, early-exit testing and threshold sweeps), run by ``early_exiting.py``.
 
 Usage: ``from early_exiting import EarlyExitEncoder, ExitHeads, build_exit_criterion``
 """

@@ -94,6 +94,16 @@ class ExitCriterion:
     name = None
     uses_exit_head = False
 
+    @property
+    def label(self):
+        """Short name of the criterion and its setting, for results tables (``H<0.05``)."""
+        raise NotImplementedError
+
+    @property
+    def threshold_value(self):
+        """The threshold recorded with the results, or None for a criterion without one."""
+        return getattr(self, "threshold", None)
+
     def check_exit_layers(self, exit_layers):
         """Raise ValueError if the criterion cannot work with these exit layers.
 
@@ -153,6 +163,11 @@ class EntropyCriterion(ExitCriterion):
     name = "entropy"
     uses_exit_head = True
 
+    @property
+    def label(self):
+        """``H<threshold``, e.g. ``H<0.05``."""
+        return f"H<{self.threshold:g}"
+
     def __init__(self, threshold):
         self.threshold = _check_number(threshold, "entropy threshold (nats)")
         if self.threshold < 0:
@@ -186,6 +201,11 @@ class SimilarityCriterion(ExitCriterion):
 
     name = "similarity"
 
+    @property
+    def label(self):
+        """``S>threshold``, e.g. ``S>0.95``."""
+        return f"S>{self.threshold:g}"
+
     def __init__(self, threshold):
         self.threshold = _check_number(threshold, "similarity threshold")
         if not -1.0 <= self.threshold <= 1.0:
@@ -218,6 +238,11 @@ class FixedLayerCriterion(ExitCriterion):
     """
 
     name = "fixed"
+
+    @property
+    def label(self):
+        """``L<layer>``, e.g. ``L18``."""
+        return f"L{self.layer}"
 
     def __init__(self, layer):
         try:
@@ -268,8 +293,8 @@ def build_exit_criterion(name, threshold=None, layer=None):
 
     Example
     -------
-    >>> build_exit_criterion("similarity", threshold=0.95).threshold
-    0.95
+    >>> build_exit_criterion("similarity", threshold=0.95).label
+    'S>0.95'
     >>> build_exit_criterion("fixed", layer=18).layer
     18
     >>> build_exit_criterion("confidence", threshold=0.5)

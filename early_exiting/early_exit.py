@@ -8,6 +8,7 @@ log-probs, for a (weighted) sum of CTC losses.
 Usage: ``log_probs, lengths, exit_layers = EarlyExitEncoder(ssl, heads, criterion)(wavs, wav_lens)``
 """
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -112,6 +113,22 @@ class EarlyExitEncoder(torch.nn.Module):
     def criterion(self, criterion):
         criterion.check_exit_layers(self.exit_heads.exit_layers)
         self._criterion = criterion
+
+    @contextlib.contextmanager
+    def using_criterion(self, criterion):
+        """Run a block with another exit criterion, then restore the one installed before.
+
+        Arguments
+        ---------
+        criterion : ExitCriterion
+            Checked against the exit layers, like the ``criterion`` setter.
+        """
+        installed = self.criterion
+        self.criterion = criterion
+        try:
+            yield criterion
+        finally:
+            self.criterion = installed
 
     @property
     def decision(self):

@@ -14,12 +14,12 @@ import math
 
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.lobes.downsampling import SignalDownsampler
 from transformers import WavLMConfig, WavLMModel
 
+from ssl_ctc.ctc import make_tokenizer
+
 SAMPLE_RATE = 16000
-CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ' "
 TRANSCRIPTS = (
     "THE CAT SAT",
     "A DOG RAN HOME",
@@ -28,17 +28,6 @@ TRANSCRIPTS = (
     "A CAT RAN",
     "IT'S THE END OF THE DAY",
 )
-
-
-def make_tokenizer():
-    """CTCTextEncoder laid out like the recipe's: blank 0, bos 1, eos 2, then
-    upper-case letters, apostrophe and space."""
-    tokenizer = CTCTextEncoder()
-    tokenizer.insert_blank(index=0)
-    tokenizer.insert_bos_eos(bos_label="<bos>", eos_label="<eos>", bos_index=1)
-    tokenizer.update_from_iterable(CHARACTERS, sequence_input=False)
-    tokenizer.ignore_len()
-    return tokenizer
 
 
 def tiny_wavlm_config(**overrides):

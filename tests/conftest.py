@@ -17,30 +17,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def build_tiny_encoder(folder, architecture, hidden_size=32, num_layers=3):
     """Save a randomly initialised tiny WavLM, wav2vec 2.0 or HuBERT to ``folder``."""
     import torch
-    import transformers
 
-    config_classes = {
-        "wavlm": (transformers.WavLMConfig, transformers.WavLMModel),
-        "wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
-        "hubert": (transformers.HubertConfig, transformers.HubertModel),
-    }
-    config_class, model_class = config_classes[architecture]
+    from ssl_ctc.random_encoders import save_random_encoder
+
     torch.manual_seed(0)
-    config = config_class(
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden_size,
-        conv_dim=(16,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=architecture != "hubert",
-    )
-    model_class(config).save_pretrained(folder)
-    transformers.Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, do_normalize=True, return_attention_mask=True
-    ).save_pretrained(folder)
+    shape = {
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * hidden_size,
+        "conv_dim": (16,) * 7,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 2,
+        "feat_extract_norm": "layer",
+        "do_stable_layer_norm": architecture != "hubert",  # HuBERT: the post-norm path
+        "conv_bias": False,
+    }
+    save_random_encoder(folder, f"{architecture}-large", shape)
     return folder
 
 

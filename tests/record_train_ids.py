@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run a strategy script with every process recording the utterance ids it trains on.
+"""Run a strategy Brain with every process recording the utterance ids it trains on.
 
 Test helper for torchrun runs: before each training batch, a process appends the
 batch's ids to ``<output_folder>/train_ids_rank<RANK>.txt``, so a test can check
@@ -7,18 +7,19 @@ that the processes trained on disjoint shards of the data.
 
 Usage::
 
-    torchrun --standalone --nproc_per_node=2 tests/record_train_ids.py downsampled_train.py \
-        DownsampledBrain hparams/sig_down8000.yaml --distributed_backend gloo ...
+    torchrun --standalone --nproc_per_node=2 tests/record_train_ids.py \
+        ssl_ctc.downsampling.DownsampledBrain hparams/sig_down8000.yaml \
+        --distributed_backend gloo ...
 """
 
+import importlib
 import os
-import runpy
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from ssl_ctc import run_recipe  # noqa: E402  (needs REPO on the path)
+from ssl_ctc.recipe import run_recipe  # noqa: E402  (needs REPO on the path)
 
 
 def recording(brain_class):
@@ -36,6 +37,7 @@ def recording(brain_class):
 
 
 if __name__ == "__main__":
-    script, brain_class_name, *recipe_argv = sys.argv[1:]
-    strategy = runpy.run_path(os.path.join(REPO, script))
-    run_recipe(recording(strategy[brain_class_name]), recipe_argv)
+    brain_class_path, *recipe_argv = sys.argv[1:]
+    module_name, _, class_name = brain_class_path.rpartition(".")
+    brain_class = getattr(importlib.import_module(module_name), class_name)
+    run_recipe(recording(brain_class), recipe_argv)

@@ -1,6 +1,6 @@
 """The bad input catalogue: one case per line of the README's troubleshooting section.
 
-Every case runs the real entry (``ssl_ctc.run_recipe``) on an output folder that
+Every case runs the real entry (``ssl_ctc.recipe.run_recipe``) on an output folder that
 already holds a finished experiment, and checks that the run stops before
 training with a message naming the file, key or value, and that none of the
 files already produced changed.
@@ -9,7 +9,6 @@ files already produced changed.
 import json
 import os
 import re
-import runpy
 import shutil
 from types import SimpleNamespace
 
@@ -27,23 +26,23 @@ from test_librispeech_prepare import (
     first_audio,
 )
 
-import ssl_ctc
+import ssl_ctc.recipe
+from early_exiting.brain import EarlyExitBrain
 from librispeech_prepare import CSV_COLUMNS
+from ssl_ctc.downsampling import DownsampledBrain
+from ssl_ctc.layer_removal import LayerRemovalBrain
 
-SCRIPTS = {  # YAML -> (strategy script, its Brain class)
-    "sig_down8000.yaml": ("downsampled_train.py", "DownsampledBrain"),
-    "layer_removal.yaml": ("layer_removal.py", "LayerRemovalBrain"),
-    "early_exiting/early_exits.yaml": ("early_exiting.py", "EarlyExitBrain"),
+BRAINS = {  # YAML -> the Brain its strategy script runs
+    "sig_down8000.yaml": DownsampledBrain,
+    "layer_removal.yaml": LayerRemovalBrain,
+    "early_exiting/early_exits.yaml": EarlyExitBrain,
 }
 TINY_EXITS = {"--exit_layers": "[2, 3]"}  # the tiny encoders have 3 layers
 
 
 def brain_that_must_not_train(yaml_name):
     """The strategy's Brain, failing the test if training starts."""
-    script, class_name = SCRIPTS[yaml_name]
-    brain_class = runpy.run_path(os.path.join(REPO, script))[class_name]
-
-    class MustNotTrain(brain_class):
+    class MustNotTrain(BRAINS[yaml_name]):
         def fit(self, *args, **kwargs):
             raise AssertionError("training started despite the bad input")
 
@@ -219,6 +218,6 @@ def test_bad_input_stops_before_training_and_loses_nothing(
         f"{option}={value}" for option, value in options.items()]
 
     with pytest.raises((ValueError, OSError), match=re.escape(expected)):
-        ssl_ctc.run_recipe(brain_that_must_not_train(yaml_name), argv)
+        ssl_ctc.recipe.run_recipe(brain_that_must_not_train(yaml_name), argv)
     assert snapshot(finished_experiment).items() >= produced.items()
 

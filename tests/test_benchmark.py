@@ -18,13 +18,18 @@ import torch
 from benchmark_fixtures import (
     TinyBrain,
     make_test_dataset,
-    make_tokenizer,
     synthetic_waveform,
     write_arpa,
 )
 from transformers import WavLMConfig, WavLMModel
 
 import benchmark
+import ssl_ctc.benchmark_settings
+import ssl_ctc.lm_decoding
+import ssl_ctc.macs
+import ssl_ctc.records
+import ssl_ctc.summary
+from ssl_ctc.ctc import make_tokenizer
 
 TAGS = {"name": "Tiny", "strategy": "baseline", "factor": 1, "layers": 2, "baseline": True}
 
@@ -40,10 +45,10 @@ def two_runs(tmp_path_factory):
     brain.modules.train()
     brain.modules.encoder.feature_extractor.eval()  # e.g. a frozen CNN
     datasets = {"test-tiny": make_test_dataset()}
-    with_lm = benchmark.BenchmarkSettings(
+    with_lm = ssl_ctc.benchmark_settings.BenchmarkSettings(
         batch_size=2, warmup_batches=1, mac_batches=2, lm_path=str(arpa), lm_beam_width=8
     )
-    without_lm = benchmark.BenchmarkSettings(
+    without_lm = ssl_ctc.benchmark_settings.BenchmarkSettings(
         batch_size=2,
         warmup_batches=1,
         mac_batches=1,
@@ -83,7 +88,8 @@ def test_five_records_per_test_set_in_order(two_runs):
 def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
     """Forked LM workers slow the parent's forward (copy-on-write): none live during greedy."""
     live_decoders, seen = [], []
-    decoder_init, decoder_close = benchmark.LMDecoder.__init__, benchmark.LMDecoder.close
+    decoder_class = ssl_ctc.lm_decoding.LMDecoder
+    decoder_init, decoder_close = decoder_class.__init__, decoder_class.close
     run_test = benchmark._run_inference_test
 
     def counting_init(self, *args):
@@ -98,10 +104,10 @@ def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
         seen.append((lm_decoder is not None, len(live_decoders)))
         return run_test(brain, dataset, settings, device, lm_decoder)
 
-    monkeypatch.setattr(benchmark.LMDecoder, "__init__", counting_init)
-    monkeypatch.setattr(benchmark.LMDecoder, "close", counting_close)
+    monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "__init__", counting_init)
+    monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "close", counting_close)
     monkeypatch.setattr(benchmark, "_run_inference_test", recording_test)
-    settings = benchmark.BenchmarkSettings(
+    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(
         batch_size=2, warmup_batches=1, mac_batches=1, devices=["cpu"],
         lm_path=str(write_arpa(tmp_path / "lm.arpa")), lm_beam_width=8,
     )
@@ -191,7 +197,7 @@ def test_threads_recorded_and_restored(two_runs):
 
 
 def test_tags_may_not_replace_record_fields(tmp_path):
-    settings = benchmark.BenchmarkSettings(devices=["cpu"], mac_batches=1)
+    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1)
     with pytest.raises(ValueError, match=r"tags \['device'\] clash"):
         benchmark.run_five_tests(
             TinyBrain(), {"t": make_test_dataset()}, settings, {"device": "mine"}, tmp_path
@@ -251,7 +257,7 @@ def test_macs_linear_in_length_outside_attention():
     counts = {}
     for seconds in (1, 2, 4):
         wavs, wav_lens = padded_batch(seconds)
-        macs, output = benchmark.count_macs(brain.infer_batch, wavs, wav_lens)
+        macs, output = ssl_ctc.macs.count_macs(brain.infer_batch, wavs, wav_lens)
         counts[seconds] = macs - attention_product_macs(config, output["log_probs"].shape[1])
     assert counts[2] == pytest.approx(2 * counts[1], rel=0.02)
     assert counts[4] == pytest.approx(2 * counts[2], rel=0.02)
@@ -262,9 +268,9 @@ def test_macs_fall_with_downsampling_and_count_the_downsampler():
     full_rate, downsampled = TinyBrain(), TinyBrain(downsampling_factor=2)
     full_rate.modules.eval()
     downsampled.modules.eval()
-    full_macs, full_output = benchmark.count_macs(full_rate.infer_batch, wavs, wav_lens)
-    down_macs, down_output = benchmark.count_macs(downsampled.infer_batch, wavs, wav_lens)
-    encoder_only_macs, _ = benchmark.count_macs(full_rate.infer_batch, wavs[:, ::2], wav_lens)
+    full_macs, full_output = ssl_ctc.macs.count_macs(full_rate.infer_batch, wavs, wav_lens)
+    down_macs, down_output = ssl_ctc.macs.count_macs(downsampled.infer_batch, wavs, wav_lens)
+    encoder_only_macs, _ = ssl_ctc.macs.count_macs(full_rate.infer_batch, wavs[:, ::2], wav_lens)
     assert down_output["log_probs"].shape[1] == pytest.approx(
         full_output["log_probs"].shape[1] / 2, abs=1
     )
@@ -319,7 +325,7 @@ def test_wavlm_large_macs_match_formula():
 
     samples = 10 * 16000
     wavs = synthetic_waveform(10, seed=0)[None]
-    macs, _ = benchmark.count_macs(infer_batch, wavs, torch.ones(1))
+    macs, _ = ssl_ctc.macs.count_macs(infer_batch, wavs, torch.ones(1))
     assert macs == pytest.approx(wavlm_macs_formula(config, samples), rel=0.01)
 
 
@@ -337,8 +343,8 @@ def spelled_log_probs(tokenizer, text, frames_per_label=3, filler="<blank>"):
 @pytest.fixture(scope="module")
 def lm_decoder(tmp_path_factory):
     arpa = write_arpa(tmp_path_factory.mktemp("lm") / "lm.arpa")
-    settings = benchmark.BenchmarkSettings(lm_path=str(arpa), lm_decode_workers=2)
-    with benchmark.LMDecoder(make_tokenizer(), settings) as decoder:
+    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(lm_path=str(arpa), lm_decode_workers=2)
+    with ssl_ctc.lm_decoding.LMDecoder(make_tokenizer(), settings) as decoder:
         yield decoder
 
 
@@ -370,7 +376,7 @@ def test_lm_never_emits_bos_eos(lm_decoder):
 
 
 def test_pyctcdecode_labels_map_blank_and_drop_bos_eos():
-    labels, kept_indices = benchmark.pyctcdecode_labels(make_tokenizer())
+    labels, kept_indices = ssl_ctc.lm_decoding.pyctcdecode_labels(make_tokenizer())
     assert labels[0] == "" and kept_indices[:2] == [0, 3]
     assert "<blank>" not in labels and "<bos>" not in labels and "<eos>" not in labels
     assert len(labels) == len(make_tokenizer().ind2lab) - 2
@@ -379,19 +385,19 @@ def test_pyctcdecode_labels_map_blank_and_drop_bos_eos():
 def test_lm_decoder_in_process_matches_pool(lm_decoder, tmp_path):
     tokenizer = make_tokenizer()
     log_probs = spelled_log_probs(tokenizer, "A DOG RAN HOME")
-    settings = benchmark.BenchmarkSettings(
+    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(
         lm_path=str(write_arpa(tmp_path / "lm.arpa")), lm_decode_workers=1
     )
     lengths = torch.tensor([len(log_probs)])
     pooled = lm_decoder.decode(log_probs[None], lengths)
-    with benchmark.LMDecoder(tokenizer, settings) as in_process:
+    with ssl_ctc.lm_decoding.LMDecoder(tokenizer, settings) as in_process:
         assert in_process.pool is None
         assert in_process.decode(log_probs[None], lengths) == pooled
 
 
 # ---------------------------------------------------------------- settings
 def test_from_hparams_reads_keys_and_defaults(tmp_path):
-    settings = benchmark.BenchmarkSettings.from_hparams(
+    settings = ssl_ctc.benchmark_settings.BenchmarkSettings.from_hparams(
         {
             "benchmark_batch_size": 8,
             "benchmark_devices": "cpu",
@@ -404,8 +410,8 @@ def test_from_hparams_reads_keys_and_defaults(tmp_path):
     assert settings.batch_size == 8 and settings.devices == ["cpu"]
     assert settings.mac_batches == 3 and settings.lm_beam_width == 10
     assert settings.lm_path == str(tmp_path / "lm.arpa")
-    defaults = benchmark.BenchmarkSettings.from_hparams({})
-    assert defaults == benchmark.BenchmarkSettings()
+    defaults = ssl_ctc.benchmark_settings.BenchmarkSettings.from_hparams({})
+    assert defaults == ssl_ctc.benchmark_settings.BenchmarkSettings()
     assert (defaults.batch_size, defaults.devices, defaults.warmup_batches) == (
         4,
         ["cuda", "cpu"],
@@ -432,16 +438,16 @@ def test_from_hparams_reads_keys_and_defaults(tmp_path):
 )
 def test_validate_fails_fast(overrides, error, message):
     with pytest.raises(error, match=message):
-        benchmark.BenchmarkSettings(**overrides).validate()
+        ssl_ctc.benchmark_settings.BenchmarkSettings(**overrides).validate()
 
 
 def test_validate_binary_lm_needs_unigrams(tmp_path):
     binary = tmp_path / "4-gram.bin"
     binary.write_bytes(b"mmap lm")
     with pytest.raises(ValueError, match="lm_unigrams_path is needed"):
-        benchmark.BenchmarkSettings(lm_path=str(binary)).validate()
+        ssl_ctc.benchmark_settings.BenchmarkSettings(lm_path=str(binary)).validate()
     with pytest.raises(FileNotFoundError, match="lm_unigrams_path"):
-        benchmark.BenchmarkSettings(
+        ssl_ctc.benchmark_settings.BenchmarkSettings(
             lm_path=str(binary), lm_unigrams_path=str(tmp_path / "missing.txt")
         ).validate()
 
@@ -451,12 +457,12 @@ def test_validate_missing_lm_package(tmp_path, monkeypatch, package):
     arpa = write_arpa(tmp_path / "lm.arpa")
     monkeypatch.setitem(sys.modules, package, None)  # makes the import fail
     with pytest.raises(ImportError, match=f"lm_path=.*needs the '{package}' package"):
-        benchmark.BenchmarkSettings(lm_path=str(arpa)).validate()
+        ssl_ctc.benchmark_settings.BenchmarkSettings(lm_path=str(arpa)).validate()
 
 
 def test_validate_accepts_good_settings(tmp_path):
     arpa = write_arpa(tmp_path / "lm.arpa")
-    benchmark.BenchmarkSettings(
+    ssl_ctc.benchmark_settings.BenchmarkSettings(
         devices=["cuda:1", "cpu"], cpu_precision="bf16", gpu_precision="fp16", lm_path=str(arpa)
     ).validate()
 
@@ -476,9 +482,9 @@ def test_summarize_two_experiments(two_runs, tmp_path, capsys):
             if field in record:
                 record[field] /= 2
         downsampled.append(record)
-    benchmark.append_records(downsampled, results / "SD2" / "1986")
+    ssl_ctc.records.append_records(downsampled, results / "SD2" / "1986")
 
-    rows = benchmark.summarize(results)
+    rows = ssl_ctc.summary.summarize(results)
 
     assert [row["name"] for row in rows] == ["Tiny", "SD2"]
     baseline, sd2 = rows
@@ -514,4 +520,4 @@ def test_summarize_command_line(two_runs, tmp_path, capsys):
 
 def test_summarize_without_results_fails(tmp_path):
     with pytest.raises(FileNotFoundError, match="no benchmark.json"):
-        benchmark.summarize(tmp_path)
+        ssl_ctc.summary.summarize(tmp_path)

@@ -4,9 +4,9 @@ import pytest
 import torch
 import transformers
 
-import benchmark
-import ssl_ctc
-from front_end import MatmulFeatureEncoder, use_matmul_front_end
+import ssl_ctc.encoder
+import ssl_ctc.macs
+from ssl_ctc.front_end import MatmulFeatureEncoder, use_matmul_front_end
 
 # Large models use LayerNorm convolution layers; base wav2vec 2.0 / HuBERT / WavLM use a
 # GroupNorm first layer and no norm after, without convolution biases.
@@ -103,8 +103,8 @@ def test_mac_counts_unchanged():
     for matmul in (False, True):
         if matmul:
             use_matmul_front_end(model)
-        counts.append((benchmark.count_macs(infer_batch, wavs, wav_lens)[0],
-                       benchmark.count_module_hook_macs(infer_batch, model, wavs, wav_lens)))
+        counts.append((ssl_ctc.macs.count_macs(infer_batch, wavs, wav_lens)[0],
+                       ssl_ctc.macs.count_module_hook_macs(infer_batch, model, wavs, wav_lens)))
     (aten, hooks), (aten_matmul, hooks_matmul) = counts
     assert aten_matmul == pytest.approx(aten, rel=1e-3)
     assert hooks_matmul == pytest.approx(hooks, rel=1e-3)
@@ -112,7 +112,7 @@ def test_mac_counts_unchanged():
 
 @pytest.mark.parametrize("matmul_front_end", [True, False])
 def test_recipe_encoder_option(tiny_encoders, tmp_path, matmul_front_end):
-    encoder = ssl_ctc.load_ssl_encoder(tiny_encoders["wavlm"], str(tmp_path),
+    encoder = ssl_ctc.encoder.load_ssl_encoder(tiny_encoders["wavlm"], str(tmp_path),
                                        matmul_front_end=matmul_front_end,
                                        freeze_feature_extractor=True)
     front_end = encoder.model.feature_extractor

@@ -2,7 +2,6 @@
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 
@@ -40,8 +39,8 @@ def read_records(output_folder):
 )
 def test_downsampled_train_debug(tiny_encoders, embedded_corpus, tmp_path, architecture,
                                  technique, factor):
-    from downsampled_train import DownsampledBrain
-    from ssl_ctc import run_recipe
+    from ssl_ctc.downsampling import DownsampledBrain
+    from ssl_ctc.recipe import run_recipe
 
     output_folder = tmp_path / "experiment"
     brain = run_recipe(DownsampledBrain, recipe_args(
@@ -96,10 +95,9 @@ def test_layer_removal_sweep_skips_finished_depths(tiny_encoders, embedded_corpu
 
 def test_early_exiting_script_debug_with_threshold_sweep(tiny_encoders, embedded_corpus, tmp_path):
     from early_exiting import EarlyExitEncoder
-    from ssl_ctc import run_recipe
+    from early_exiting.brain import EarlyExitBrain
+    from ssl_ctc.recipe import run_recipe
 
-    # `import early_exiting` is the package, so the script is run from its path
-    EarlyExitBrain = runpy.run_path(os.path.join(REPO, "early_exiting.py"))["EarlyExitBrain"]
     output_folder = tmp_path / "early_exit"
     brain = run_recipe(EarlyExitBrain, recipe_args(
         os.path.join("early_exiting", "early_exits.yaml"), embedded_corpus,

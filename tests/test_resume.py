@@ -16,7 +16,9 @@ from conftest import REPO
 from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME
 from speechbrain.utils.epoch_loop import EpochCounter
 
-import ssl_ctc
+import ssl_ctc.checkpoints
+import ssl_ctc.recipe
+from ssl_ctc.checkpoints import BROKEN_CHECKPOINTS_FOLDER, checkpoint_problem
 
 # Files of a complete checkpoint of downsampled_train.py (its recoverables).
 CHECKPOINT_FILES = ["ssl", "model", "scheduler_model", "scheduler_ssl", "counter", "brain",
@@ -47,7 +49,7 @@ def complete_checkpoints(save_folder):
     folders = [
         folder for folder in pathlib.Path(save_folder).glob(f"{CKPT_PREFIX}*")
         if (folder / METAFNAME).is_file()
-        and ssl_ctc.checkpoint_problem(folder, CHECKPOINT_FILES, CHECKPOINT_FILES) is None
+        and checkpoint_problem(folder, CHECKPOINT_FILES, CHECKPOINT_FILES) is None
     ]
     return sorted(folders, key=lambda folder: read_meta(folder)["unixtime"])
 
@@ -64,7 +66,7 @@ def epoch_lines(train_log):
 def test_killed_training_resumes_and_finished_run_is_not_retrained(
     tiny_encoders, few_utterances_corpus, tmp_path
 ):
-    from downsampled_train import DownsampledBrain
+    from ssl_ctc.downsampling import DownsampledBrain
 
     output_folder = tmp_path / "experiment"
     save_folder = output_folder / "save"
@@ -91,7 +93,7 @@ def test_killed_training_resumes_and_finished_run_is_not_retrained(
     resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Loading a checkpoint from {latest}" in resumed.stderr + resumed.stdout
-    set_aside = {path.name for path in (save_folder / ssl_ctc.BROKEN_CHECKPOINTS_FOLDER).glob("*")}
+    set_aside = {path.name for path in (save_folder / BROKEN_CHECKPOINTS_FOLDER).glob("*")}
     assert set_aside == cut_by_the_kill
     assert epoch_lines(output_folder / "train_log.txt") == ["epoch: 1", "epoch: 2"]
     counters = {int((folder / "counter.ckpt").read_text())
@@ -107,7 +109,7 @@ def test_killed_training_resumes_and_finished_run_is_not_retrained(
     # The same command once more: the epoch counter says it is finished, nothing is retrained.
     train_log = (output_folder / "train_log.txt").read_text()
     checkpoints = sorted(folder.name for folder in save_folder.glob(f"{CKPT_PREFIX}*"))
-    brain = ssl_ctc.run_recipe(DownsampledBrain, arguments)
+    brain = ssl_ctc.recipe.run_recipe(DownsampledBrain, arguments)
     assert brain.hparams.epoch_counter.current == 2
     assert (output_folder / "train_log.txt").read_text().startswith(train_log)
     assert epoch_lines(output_folder / "train_log.txt") == ["epoch: 1", "epoch: 2"]
@@ -134,7 +136,7 @@ def break_meta(folder):
 @pytest.mark.parametrize("break_checkpoint", [break_archive, break_missing_file, break_meta])
 def test_broken_latest_checkpoint_is_set_aside(tmp_path, caplog, break_checkpoint):
     def checkpointer(model, counter):
-        return ssl_ctc.FallbackCheckpointer(
+        return ssl_ctc.checkpoints.FallbackCheckpointer(
             str(tmp_path / "save"), {"model": model, "counter": counter})
 
     model, counter = torch.nn.Linear(3, 3), EpochCounter(5)
@@ -155,6 +157,6 @@ def test_broken_latest_checkpoint_is_set_aside(tmp_path, caplog, break_checkpoin
     assert restored_counter.current == 1
     assert torch.equal(restored_model.weight, good_weights[1])
     assert f"checkpoint '{saved.path}' cannot be loaded ({expected}" in caplog.text
-    moved = tmp_path / "save" / ssl_ctc.BROKEN_CHECKPOINTS_FOLDER / saved.path.name
+    moved = tmp_path / "save" / ssl_ctc.checkpoints.BROKEN_CHECKPOINTS_FOLDER / saved.path.name
     assert sorted(path.name for path in moved.iterdir()) == broken_files  # kept, not deleted
     assert not saved.path.exists()

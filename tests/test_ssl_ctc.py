@@ -8,7 +8,11 @@ import torch
 from conftest import REPO
 from hyperpyyaml import load_hyperpyyaml
 
-import ssl_ctc
+import ssl_ctc.ctc
+import ssl_ctc.downsampling
+import ssl_ctc.encoder
+import ssl_ctc.errors
+from ssl_ctc.encoder import load_ssl_encoder
 
 TECHNIQUES = ["signal_downsampling", "averaging", "convolutional"]
 
@@ -61,7 +65,7 @@ def test_downsampler_output_length(tiny_encoders, tmp_path, technique, factor):
     ],
 )
 def test_bad_configuration_fails_at_yaml_load(tiny_encoders, tmp_path, overrides, message):
-    with pytest.raises(ssl_ctc.ConfigurationError, match=message.replace("(", r"\(")):
+    with pytest.raises(ssl_ctc.errors.ConfigurationError, match=message.replace("(", r"\(")):
         load_yaml(os.path.join(REPO, "hparams", "sig_down8000.yaml"),
                   yaml_overrides(tiny_encoders["wavlm"], tmp_path, **overrides))
 
@@ -71,7 +75,7 @@ def test_upsampled_head_shapes(tiny_encoders, tmp_path):
         os.path.join(REPO, "hparams", "sig_down8000.yaml"),
         yaml_overrides(tiny_encoders["wavlm"], tmp_path, downsampling_factor=3),
     )
-    brain = ssl_ctc.SSLCTCBrain(modules=hparams["modules"], hparams=hparams)
+    brain = ssl_ctc.downsampling.DownsampledBrain(modules=hparams["modules"], hparams=hparams)
     brain.modules.eval()
     wavs = torch.rand(2, 32000)
     wav_lens = torch.tensor([1.0, 0.5])
@@ -85,14 +89,14 @@ def test_upsampled_head_shapes(tiny_encoders, tmp_path):
 
 @pytest.mark.parametrize("architecture", ["wavlm", "wav2vec2", "hubert"])
 def test_encoders_load_offline(tiny_encoders, tmp_path, architecture):
-    encoder = ssl_ctc.load_ssl_encoder(tiny_encoders[architecture], str(tmp_path))
+    encoder = load_ssl_encoder(tiny_encoders[architecture], str(tmp_path))
     assert encoder(torch.rand(2, 16000), torch.tensor([1.0, 0.7])).shape == (2, 49, 32)
 
 
 @pytest.mark.parametrize("architecture", ["wavlm", "wav2vec2", "hubert"])
 def test_truncation_keeps_first_layers(tiny_encoders, tmp_path, architecture):
-    full = ssl_ctc.load_ssl_encoder(tiny_encoders[architecture], str(tmp_path)).model.eval()
-    truncated = ssl_ctc.load_ssl_encoder(
+    full = load_ssl_encoder(tiny_encoders[architecture], str(tmp_path)).model.eval()
+    truncated = load_ssl_encoder(
         tiny_encoders[architecture], str(tmp_path), considered_layers=2
     ).model.eval()
     assert len(truncated.encoder.layers) == truncated.config.num_hidden_layers == 2
@@ -110,12 +114,12 @@ def test_truncation_keeps_first_layers(tiny_encoders, tmp_path, architecture):
 def test_truncated_checkpoint_round_trip(tiny_encoders, tmp_path):
     from speechbrain.utils.checkpoints import Checkpointer
 
-    encoder = ssl_ctc.load_ssl_encoder(tiny_encoders["wavlm"], str(tmp_path), considered_layers=2)
+    encoder = load_ssl_encoder(tiny_encoders["wavlm"], str(tmp_path), considered_layers=2)
     with torch.no_grad():
         for parameter in encoder.parameters():
             parameter.add_(0.01)
     Checkpointer(str(tmp_path / "ckpt"), {"ssl": encoder}).save_checkpoint()
-    restored = ssl_ctc.load_ssl_encoder(tiny_encoders["wavlm"], str(tmp_path), considered_layers=2)
+    restored = load_ssl_encoder(tiny_encoders["wavlm"], str(tmp_path), considered_layers=2)
     Checkpointer(str(tmp_path / "ckpt"), {"ssl": restored}).recover_if_possible()
     for (name, expected), actual in zip(encoder.state_dict().items(),
                                         restored.state_dict().values(), strict=True):
@@ -123,7 +127,7 @@ def test_truncated_checkpoint_round_trip(tiny_encoders, tmp_path):
 
 
 def test_tokenizer_is_the_papers_31_labels():
-    tokenizer = ssl_ctc.make_tokenizer()
+    tokenizer = ssl_ctc.ctc.make_tokenizer()
     assert len(tokenizer) == 31 and tokenizer.get_blank_index() == 0
     assert "".join(tokenizer.decode_ndim(tokenizer.encode_sequence(list("IT'S A DOG")))) == (
         "IT'S A DOG"

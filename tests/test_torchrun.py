@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import EMBEDDED_CORPUS, REPO
 
-import ssl_ctc
+import ssl_ctc.recipe
 
 RECORDER = os.path.join(REPO, "tests", "record_train_ids.py")
 
@@ -27,22 +27,22 @@ def recorded_ids(output_folder, rank):
 
 
 @pytest.mark.parametrize(
-    "script, brain_class, yaml_name, strategy_args",
+    "brain_class, yaml_name, strategy_args",
     [
-        ("downsampled_train.py", "DownsampledBrain", "sig_down8000.yaml",
+        ("ssl_ctc.downsampling.DownsampledBrain", "sig_down8000.yaml",
          ["--downsampling_technique", "convolutional", "--downsampling_factor", "2",
           "--lm_path", os.path.join(EMBEDDED_CORPUS, "4-gram.arpa")]),
-        ("early_exiting.py", "EarlyExitBrain", os.path.join("early_exiting", "early_exits.yaml"),
+        ("early_exiting.brain.EarlyExitBrain", os.path.join("early_exiting", "early_exits.yaml"),
          ["--exit_layers=[2, 3]", "--lm_path", "null"]),
     ],
     ids=["learned_downsampling", "early_exit"],
 )
 def test_two_gloo_processes_train_disjoint_shards(tiny_encoders, few_utterances_corpus, tmp_path,
-                                                  script, brain_class, yaml_name, strategy_args):
+                                                  brain_class, yaml_name, strategy_args):
     output_folder = tmp_path / "experiment"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        RECORDER, script, brain_class, os.path.join(REPO, "hparams", yaml_name),
+        RECORDER, brain_class, os.path.join(REPO, "hparams", yaml_name),
         "--distributed_backend", "gloo",
         "--data_folder", few_utterances_corpus,
         "--ssl_hub", tiny_encoders["wavlm"],
@@ -77,6 +77,6 @@ def test_benchmark_gets_the_modules_out_of_their_wrappers():
     wrapped, plain = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     wrapper = torch.nn.DataParallel(wrapped)  # stands for DistributedDataParallel on CPU
     brain = SimpleNamespace(modules=torch.nn.ModuleDict({"ssl": wrapper, "ctc_lin": plain}))
-    with ssl_ctc.unwrapped_modules(brain) as modules:
+    with ssl_ctc.recipe.unwrapped_modules(brain) as modules:
         assert modules["ssl"] is wrapped and modules["ctc_lin"] is plain
     assert brain.modules["ssl"] is wrapper

@@ -1,0 +1,177 @@
+"""The base Brain: SSL encoder + DNN + CTC fine-tuning, with no strategy in it.
+
+Usage::
+
+    class MyStrategyBrain(SSLCTCBrain):
+        def encode(self, wavs, wav_lens): ...
+"""
+
+
+
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import if_main_process
+
+import benchmark
+from ssl_ctc.ctc import greedy_decode
+from ssl_ctc.encoder import encoder_frames
+
+
+def frame_lengths(wav_lens, num_frames):
+    """Each utterance's true number of output frames, from its relative length.
+
+    Example
+    -------
+    >>> frame_lengths(torch.tensor([1.0, 0.5]), 10)
+    tensor([10,  5])
+    """
+    return torch.round(wav_lens * num_frames).long().clamp(min=1)
+
+
+class SSLCTCBrain(sb.Brain):
+    """Fine-tunes an SSL encoder with a DNN + CTC head.
+
+    ``infer_batch`` is the single inference path, used by training, validation,
+    testing and the benchmark. A strategy's Brain overrides what differs: what
+    runs before the head (``encode``), the head's frames (``ctc_logits``), the
+    number of CTC frames per input (``ctc_frames``), and the fields naming the
+    experiment (``experiment_tags``).
+    """
+
+    def encode(self, wavs, wav_lens):
+        """Run the SSL encoder; return ``[B, T, H]`` features."""
+        return self.modules.ssl(wavs, wav_lens)
+
+    def ctc_logits(self, features):
+        """Run the DNN block and the CTC layer; return ``[B, T, V]`` logits."""
+        return self.modules.ctc_lin(self.modules.enc(features))
+
+    def classify(self, features):
+        """CTC log-probabilities of encoder features."""
+        return self.hparams.log_softmax(self.ctc_logits(features))
+
+    def ctc_frames(self, num_samples):
+        """Number of CTC output frames for an input of ``num_samples`` samples."""
+        return encoder_frames(self.hparams.ssl, num_samples)
+
+    def infer_batch(self, wavs, wav_lens):
+        """Waveforms to CTC log-probs and each utterance's true number of frames.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[B, samples]`` waveforms at 16 kHz.
+        wav_lens : torch.Tensor
+            Relative lengths in (0, 1].
+
+        Returns
+        -------
+        dict
+            ``log_probs`` ``[B, T, V]`` and ``lengths`` (LongTensor ``[B]``).
+        """
+        log_probs = self.classify(self.encode(wavs, wav_lens))
+        return {"log_probs": log_probs, "lengths": frame_lengths(wav_lens, log_probs.shape[1])}
+
+    def compute_forward(self, batch, stage):
+        """Forward a batch; see ``infer_batch``."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        return self.infer_batch(wavs, wav_lens)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """CTC loss; greedy decoding and error rates outside training."""
+        loss = self.compute_ctc_loss(predictions, batch)
+        if stage != sb.Stage.TRAIN:
+            hypotheses = greedy_decode(
+                predictions["log_probs"], predictions["lengths"], self.tokenizer
+            )
+            references = [words.split(" ") for words in batch.wrd]
+            self.wer_metric.append(batch.id, hypotheses, references)
+            self.cer_metric.append(batch.id, hypotheses, references)
+        return loss
+
+    def compute_ctc_loss(self, predictions, batch):
+        """CTC loss of ``predictions["log_probs"]`` against the batch's characters."""
+        _, wav_lens = batch.sig
+        tokens, token_lens = batch.tokens
+        return self.hparams.ctc_cost(predictions["log_probs"], tokens, wav_lens, token_lens)
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the error-rate trackers before validation and test."""
+        if stage != sb.Stage.TRAIN:
+            self.wer_metric = self.hparams.error_rate_computer()
+            self.cer_metric = self.hparams.cer_computer()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log, anneal the learning rates, checkpoint on validation WER, write test WERs."""
+        stage_stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stage_stats
+            return
+        stage_stats["WER"] = self.wer_metric.summarize("error_rate")
+        stage_stats["CER"] = self.cer_metric.summarize("error_rate")
+        if stage == sb.Stage.VALID:
+            old_lr_model, new_lr_model = self.hparams.lr_annealing_model(stage_stats["loss"])
+            old_lr_ssl, new_lr_ssl = self.hparams.lr_annealing_ssl(stage_stats["loss"])
+            sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr_model)
+            if self.ssl_optimizer is not None:
+                sb.nnet.schedulers.update_learning_rate(self.ssl_optimizer, new_lr_ssl)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr_model": old_lr_model, "lr_ssl": old_lr_ssl},
+                train_stats=self.train_stats,
+                valid_stats=stage_stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"WER": stage_stats["WER"]}, min_keys=["WER"]
+            )
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stage_stats,
+            )
+            if if_main_process():
+                with open(self.test_wer_file, "w", encoding="utf-8") as wer_file:
+                    self.wer_metric.write_stats(wer_file)
+            self.test_stats = stage_stats
+
+    def init_optimizers(self):
+        """The YAML's optimisers: ``ssl_opt_class`` for the encoder, ``model_opt_class`` for the
+        rest (head and, where a strategy has one, its learned downsampler)."""
+        self.model_optimizer = self.hparams.model_opt_class(self.hparams.model.parameters())
+        self.optimizers_dict = {"model_optimizer": self.model_optimizer}
+        self.ssl_optimizer = None
+        if not self.hparams.freeze_ssl:
+            self.ssl_optimizer = self.hparams.ssl_opt_class(self.hparams.ssl.parameters())
+            self.optimizers_dict["ssl_optimizer"] = self.ssl_optimizer
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("model_optimizer", self.model_optimizer)
+            if self.ssl_optimizer is not None:
+                self.checkpointer.add_recoverable("ssl_optimizer", self.ssl_optimizer)
+
+    def run_benchmark(self, test_datasets, settings):
+        """The five tests on every test set with the loaded (best) checkpoint; returns records."""
+        return self.run_five_tests(test_datasets, settings, tags=self.experiment_tags())
+
+    def run_five_tests(self, test_datasets, settings, tags):
+        """``benchmark.run_five_tests`` on this Brain, its records tagged with ``tags``."""
+        return benchmark.run_five_tests(
+            self, test_datasets, settings, tags, self.hparams.output_folder
+        )
+
+    def experiment_tags(self):
+        """Fields copied into every benchmark record: name, strategy, factor, layers, label.
+
+        A strategy's Brain extends these; the base is the full encoder on the raw input.
+        """
+        return {
+            "name": "baseline",
+            "strategy": "baseline",
+            "brain_class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "technique": None,
+            "factor": 1,
+            "layers": self.hparams.ssl.model.config.num_hidden_layers,
+            "ctc_upsampling_factor": 1,
+            "label": "x1",
+            "baseline": True,
+        }

@@ -1,0 +1,199 @@
+"""SSL encoder loading: WavLM, wav2vec 2.0 or HuBERT through SpeechBrain's wrapper.
+
+Usage::
+
+    ssl = load_ssl_encoder("microsoft/wavlm-large", "cache", considered_layers=18)
+"""
+
+import json
+import os
+
+import torch
+from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+
+from ssl_ctc.errors import ConfigurationError
+from ssl_ctc.front_end import use_matmul_front_end
+
+SAMPLE_RATE = 16000  # what the SSL encoders were pre-trained on
+# Hugging Face model types the recipe fine-tunes (config.json "model_type").
+SSL_MODEL_TYPES = ("hubert", "wav2vec2", "wavlm")
+
+
+def load_ssl_encoder(source, save_path, considered_layers=None, matmul_front_end=True,
+                     layerdrop=None, **wrapper_options):
+    """Load a WavLM, wav2vec 2.0 or HuBERT encoder through SpeechBrain's wrapper.
+
+    The wrapper uses ``AutoModel``, so one class serves all three architectures,
+    from a hub id (``microsoft/wavlm-large``) or a local folder holding
+    ``config.json``, the weights and ``preprocessor_config.json``.
+
+    Arguments
+    ---------
+    source : str
+        Hub id or local folder (the YAML key ``ssl_hub``).
+    save_path : str
+        Cache folder for downloaded files.
+    considered_layers : int, optional
+        Keep only the first N transformer layers (layer removal); None keeps all.
+    matmul_front_end : bool
+        Run the CNN front end as channels-last matrix products on CPU (see ``front_end``).
+    layerdrop : float, optional
+        Probability of skipping a transformer layer in training; None keeps the config's.
+    **wrapper_options
+        Passed to ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2``
+        (``freeze``, ``freeze_feature_extractor``, ``output_norm``...).
+
+    Returns
+    -------
+    SSLEncoder
+        The wrapped encoder; ``.model`` is the Hugging Face model.
+
+    Example
+    -------
+    >>> load_ssl_encoder("/nonexistent/encoder", "/tmp/ssl_cache")
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.errors.ConfigurationError: ssl_hub '/nonexistent/encoder' cannot be loaded ...
+    """
+    local_config = os.path.join(str(source), "config.json")
+    if os.path.isfile(local_config):  # types unknown to transformers fail before override_config
+        with open(local_config, encoding="utf-8") as config_file:
+            check_ssl_architecture(source, json.load(config_file).get("model_type"))
+    try:
+        return SSLEncoder(source, save_path, considered_layers=considered_layers,
+                          matmul_front_end=matmul_front_end, layerdrop=layerdrop,
+                          **wrapper_options)
+    except (OSError, ValueError) as error:
+        if isinstance(error, ConfigurationError):
+            raise
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = (
+            "the hub is switched off (HF_HUB_OFFLINE=1): give a local folder with "
+            "config.json, the weights and preprocessor_config.json"
+            if offline
+            else "give a hub id such as microsoft/wavlm-large or a local folder with "
+            "config.json, the weights and preprocessor_config.json"
+        )
+        raise ConfigurationError(
+            f"ssl_hub '{source}' cannot be loaded ({type(error).__name__}: "
+            f"{str(error).splitlines()[0]}); {hint}"
+        ) from error
+
+
+class SSLEncoder(Wav2Vec2):
+    """SpeechBrain's Hugging Face SSL wrapper that can keep only the first N layers.
+
+    The depth is cut in the configuration before the weights are loaded, so the
+    removed layers never take memory, the final encoder LayerNorm stays, and
+    layers go from the top only (WavLM's layer 0 owns the relative position
+    bias). Checkpoints of a truncated encoder therefore restore into the same
+    shapes, whether training resumes or ``--test_only`` runs.
+
+    Arguments
+    ---------
+    source : str
+        Hub id or local folder.
+    save_path : str
+        Cache folder for downloaded files.
+    considered_layers : int, optional
+        Number of transformer layers to keep, 1 to the encoder's depth; None keeps all.
+    matmul_front_end : bool
+        Run the CNN front end as channels-last matrix products on CPU
+        (``front_end.MatmulFeatureEncoder``: same weights and outputs, faster).
+    layerdrop : float, optional
+        Probability of skipping a transformer layer in training; None keeps the config's.
+    **wrapper_options
+        Passed to ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2``.
+    """
+
+    def __init__(self, source, save_path, considered_layers=None, matmul_front_end=True,
+                 layerdrop=None, **wrapper_options):
+        # Read by override_config, which the parent constructor calls before loading.
+        self.considered_layers = considered_layers
+        self.layerdrop = layerdrop
+        super().__init__(source=source, save_path=save_path, **wrapper_options)
+        if matmul_front_end:
+            use_matmul_front_end(self.model)
+        if self.freeze_feature_extractor:
+            # Hugging Face's own freezing also stops the CNN from marking its input as
+            # requiring grad, which fails when a learned downsampler produced that input.
+            self.model.feature_extractor._freeze_parameters()
+
+    def override_config(self, config):
+        """Check the architecture; set ``layerdrop`` and the depth (before loading)."""
+        check_ssl_architecture(config.name_or_path, config.model_type)
+        if self.layerdrop is not None:
+            config.layerdrop = self.layerdrop
+        if self.considered_layers is None:
+            return config
+        depth = config.num_hidden_layers
+        layers = self.considered_layers
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= depth:
+            raise ConfigurationError(
+                f"considered_layers must be between 1 and the encoder's depth {depth}, "
+                f"got {layers!r}"
+            )
+        config.num_hidden_layers = layers
+        return config
+
+
+def check_ssl_architecture(source, model_type):
+    """Refuse an encoder that is not WavLM, wav2vec 2.0 or HuBERT, naming its model type.
+
+    Arguments
+    ---------
+    source : str
+        Hub id or local folder (the YAML key ``ssl_hub``), for the message.
+    model_type : str
+        ``model_type`` of the encoder's ``config.json``.
+
+    Example
+    -------
+    >>> check_ssl_architecture("microsoft/wavlm-large", "wavlm")
+    >>> check_ssl_architecture("bert-base-uncased", "bert")
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.errors.ConfigurationError: ssl_hub 'bert-base-uncased' holds a 'bert' model ...
+    """
+    if model_type not in SSL_MODEL_TYPES:
+        raise ConfigurationError(
+            f"ssl_hub '{source}' holds a '{model_type}' model (model_type in its config.json); "
+            f"supported SSL architectures: {', '.join(SSL_MODEL_TYPES)}"
+        )
+
+
+def encoder_hidden_size(ssl_encoder):
+    """Return the width of the encoder's output frames (1024 for WavLM Large).
+
+    Arguments
+    ---------
+    ssl_encoder : speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+        The wrapped encoder.
+
+    Returns
+    -------
+    int
+        ``config.hidden_size`` of the Hugging Face model.
+    """
+    return ssl_encoder.model.config.hidden_size
+
+
+def encoder_frames(ssl_encoder, num_samples):
+    """Number of frames the encoder's CNN front end makes from ``num_samples`` samples.
+
+    Arguments
+    ---------
+    ssl_encoder : speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+        The wrapped encoder.
+    num_samples : int
+        Input length in samples (after any downsampling).
+
+    Returns
+    -------
+    int
+        Output frames (0 when the input is shorter than the receptive field).
+    """
+    if num_samples < 400:
+        return 0
+    lengths = ssl_encoder.model._get_feat_extract_output_lengths(torch.tensor([num_samples]))
+    return int(lengths.item())

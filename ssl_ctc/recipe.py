@@ -1,0 +1,177 @@
+"""The recipe sequence every strategy script runs: parse, prepare, fine-tune, test, benchmark.
+
+Usage (a strategy script)::
+
+    from ssl_ctc.recipe import run_recipe
+
+    if __name__ == "__main__":
+        run_recipe(MyStrategyBrain)
+"""
+
+import contextlib
+import logging
+import os
+import sys
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from librispeech_prepare import check_layout, prepare_librispeech
+from ssl_ctc.benchmark_settings import BenchmarkSettings
+from ssl_ctc.ctc import make_tokenizer
+from ssl_ctc.data import MERGED_TRAIN_CSV, count_ctc_shortfalls, dataio_prepare
+from ssl_ctc.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+
+def load_recipe_hparams(argv):
+    """Parse the command line and load the YAML with its overrides.
+
+    Arguments
+    ---------
+    argv : list of str
+        Command-line arguments without the program name.
+
+    Returns
+    -------
+    tuple
+        ``(hparams_file, run_opts, overrides, hparams)``.
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    check_device(run_opts.get("device", "cpu"))
+    with open(hparams_file, encoding="utf-8") as yaml_file:
+        hparams = load_hyperpyyaml(yaml_file, overrides)
+    return hparams_file, run_opts, overrides, hparams
+
+
+def check_device(device):
+    """Fail fast when ``--device cuda`` is asked for on a machine without CUDA.
+
+    Example
+    -------
+    >>> check_device("cpu")
+    """
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigurationError(
+            f"--device {device} was given but no CUDA device is available; use --device cpu"
+        )
+
+
+def run_recipe(brain_class, argv=None):
+    """The common ``__main__`` of every strategy script, in SpeechBrain's recipe order.
+
+    Arguments
+    ---------
+    brain_class : type
+        ``SSLCTCBrain`` or a subclass.
+    argv : list of str, optional
+        Command line (defaults to ``sys.argv[1:]``).
+
+    Returns
+    -------
+    SSLCTCBrain
+        The trained (or recovered) brain, with ``benchmark_records`` set on the main process.
+    """
+    hparams_file, run_opts, overrides, hparams = load_recipe_hparams(
+        sys.argv[1:] if argv is None else argv
+    )
+    if not hparams["skip_prep"]:  # a wrong data_folder is named before its missing LM file
+        check_layout(hparams["data_folder"], hparams["train_splits"] + hparams["dev_splits"]
+                     + hparams["test_splits"])
+    benchmark_settings = BenchmarkSettings.from_hparams(hparams)
+    benchmark_settings.validate()
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    prepare_options = {
+        "data_folder": hparams["data_folder"],
+        "save_folder": hparams["prepare_folder"],
+        "tr_splits": hparams["train_splits"],
+        "dev_splits": hparams["dev_splits"],
+        "te_splits": hparams["test_splits"],
+        "merge_lst": hparams["train_splits"],
+        "merge_name": MERGED_TRAIN_CSV,
+    }
+    run_on_main(prepare_librispeech, kwargs={**prepare_options, "skip_prep": hparams["skip_prep"]})
+    csv_paths = prepare_librispeech(**prepare_options, skip_prep=True)
+    tokenizer = make_tokenizer()
+    train_data, valid_data, test_datasets = dataio_prepare(hparams, csv_paths, tokenizer)
+
+    brain = brain_class(
+        modules=hparams["modules"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.tokenizer = tokenizer
+    warn_ctc_shortfalls(brain, train_data)
+
+    if not brain.test_only:
+        brain.fit(
+            brain.hparams.epoch_counter,
+            train_data,
+            valid_data,
+            train_loader_kwargs=hparams["train_dataloader_opts"],
+            valid_loader_kwargs=hparams["valid_dataloader_opts"],
+        )
+    for split, test_data in test_datasets.items():
+        brain.test_wer_file = os.path.join(hparams["output_folder"], f"wer_{split}.txt")
+        brain.evaluate(
+            test_data, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"]
+        )
+    brain.benchmark_records = []
+    if if_main_process():
+        with unwrapped_modules(brain):
+            brain.benchmark_records = brain.run_benchmark(test_datasets, benchmark_settings)
+    return brain
+
+
+def warn_ctc_shortfalls(brain, train_data):
+    """Log a warning when the strategy leaves CTC fewer frames than characters."""
+    shortfalls, total = count_ctc_shortfalls(
+        train_data, brain.ctc_frames, brain.hparams.sample_rate
+    )
+    if shortfalls:
+        logger.warning(
+            f"{shortfalls} of {total} training utterances have more characters than CTC "
+            f"output frames ({type(brain).__name__}); CTC cannot emit them. With "
+            "downsampling, raise --ctc_upsampling_factor (the paper used 2 for factors >= 3)."
+        )
+    return shortfalls
+
+
+@contextlib.contextmanager
+def unwrapped_modules(brain):
+    """Run a block with the Brain's modules taken out of their DDP or DataParallel wrappers.
+
+    Under torchrun the benchmark runs on the main process only: a forward through
+    a ``DistributedDataParallel`` wrapper there may wait for the other processes
+    (buffer broadcast), and attributes set on a wrapper would miss the module.
+
+    Arguments
+    ---------
+    brain : speechbrain.Brain
+        Its ``modules`` entries are swapped for the wrapped modules, then restored.
+
+    Yields
+    ------
+    torch.nn.ModuleDict
+        ``brain.modules``, unwrapped.
+    """
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    wrapped = {
+        name: module for name, module in brain.modules.items() if isinstance(module, wrappers)
+    }
+    for name, wrapper in wrapped.items():
+        brain.modules[name] = wrapper.module
+    try:
+        yield brain.modules
+    finally:
+        for name, wrapper in wrapped.items():
+            brain.modules[name] = wrapper

@@ -1,0 +1,247 @@
+"""Results records: benchmark.json / benchmark.csv, atomic writes, host and package metadata.
+
+Usage::
+
+    append_records(records, output_folder)
+"""
+
+import collections
+import csv
+import datetime
+import importlib
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+# Test names of the records: the paper's five tests.
+GPU_TESTS = (("gpu_greedy", False), ("gpu_lm", True))  # (name, uses the LM)
+CPU_TESTS = (("cpu_greedy", False), ("cpu_lm", True))
+MAC_TEST = "macs"
+RESULTS_JSON = "benchmark.json"
+
+
+RESULTS_CSV = "benchmark.csv"
+
+
+REPORTED_VERSIONS = (
+    "torch",
+    "torchaudio",
+    "transformers",
+    "speechbrain",
+    "ptflops",
+    "pyctcdecode",
+    "kenlm",
+    "numpy",
+)
+
+
+def summarize_extras(extras):
+    """Aggregates per-utterance strategy outputs (e.g. exit layers).
+
+    Arguments
+    ---------
+    extras : dict
+        Name -> list of 1-D tensors (one per batch).
+
+    Returns
+    -------
+    dict
+        Name -> {"mean", "min", "max"} and, for integer values, a
+        "distribution" of [value, count] pairs.
+
+    Example
+    -------
+    >>> batches = [torch.tensor([13, 15]), torch.tensor([13])]
+    >>> summarize_extras({"exit_layers": batches})["exit_layers"]
+    {'mean': 13.666666666666666, 'min': 13, 'max': 15, 'distribution': [[13, 2], [15, 1]]}
+    """
+    summary = {}
+    for name, batches in extras.items():
+        values = torch.cat([batch.flatten().cpu() for batch in batches])
+        stats = {
+            "mean": values.double().mean().item(),
+            "min": values.min().item(),
+            "max": values.max().item(),
+        }
+        if not values.is_floating_point():
+            counts = collections.Counter(values.tolist())
+            stats["distribution"] = [[value, counts[value]] for value in sorted(counts)]
+        summary[name] = stats
+    return summary
+
+
+def per_utterance_extras(output, batch_size):
+    """The entries of an infer_batch output other than log_probs and lengths
+    that hold one value per utterance."""
+    return {
+        name: value.detach()
+        for name, value in output.items()
+        if name not in ("log_probs", "lengths")
+        and torch.is_tensor(value)
+        and value.dim() == 1
+        and len(value) == batch_size
+    }
+
+
+def flatten_record(record, prefix=""):
+    """Flattens nested dicts into dotted keys, for CSV; lists become JSON.
+
+    Arguments
+    ---------
+    record : dict
+    prefix : str
+        Prepended to every key.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> flatten_record({"wer": 4.1, "lm": {"alpha": 0.5}, "d": [[13, 2]]})
+    {'wer': 4.1, 'lm.alpha': 0.5, 'd': '[[13, 2]]'}
+    """
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(flatten_record(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            flat[f"{prefix}{key}"] = json.dumps(value)
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def write_atomically(path, text):
+    """Writes a file through a temporary file and os.replace: readers see the
+    old or the new content, never a partial one."""
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as temporary:
+        temporary.write(text)
+        temporary.flush()
+        os.fsync(temporary.fileno())
+    os.replace(temporary.name, path)
+
+
+def csv_text(rows):
+    """CSV text of dict rows, columns in order of first appearance."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def append_records(records, output_folder):
+    """Adds records to ``benchmark.json`` (kept, never overwritten) and
+    rewrites ``benchmark.csv`` from all of them, both atomically.
+
+    Arguments
+    ---------
+    records : list of dict
+    output_folder : str or Path
+
+    Returns
+    -------
+    list of dict
+        Every record of the folder.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = append_records([{"test": "cpu_greedy"}], folder)
+    ...     len(append_records([{"test": "macs"}], folder))
+    2
+    """
+    output_folder = Path(output_folder)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    json_path = output_folder / RESULTS_JSON
+    previous = json.loads(json_path.read_text()) if json_path.exists() else []
+    all_records = previous + list(records)
+    write_atomically(json_path, json.dumps(all_records, indent=2) + "\n")
+    write_atomically(
+        output_folder / RESULTS_CSV,
+        csv_text([flatten_record(record) for record in all_records]),
+    )
+    return all_records
+
+
+def package_versions():
+    """Versions of Python and of the packages that shape the numbers."""
+    versions = {"python": platform.python_version()}
+    for package in REPORTED_VERSIONS:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def cpu_name():
+    """CPU model from /proc/cpuinfo, else what platform knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def device_name(device):
+    """Human-readable name of a device."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def utc_timestamp():
+    """The current time in UTC, ISO 8601 (``datetime.timezone.utc``: Python 3.10 has no ``UTC``).
+
+    Example
+    -------
+    >>> utc_timestamp().endswith("+00:00")
+    True
+    """
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def experiment_brain_class(experiment_folder):
+    """The Brain class that made an experiment, from the ``brain_class`` field of its records.
+
+    Arguments
+    ---------
+    experiment_folder : str or Path
+        A finished run's output folder (with ``benchmark.json``).
+
+    Returns
+    -------
+    type
+        For example ``ssl_ctc.downsampling.DownsampledBrain``.
+
+    Example
+    -------
+    >>> experiment_brain_class("/nonexistent/experiment")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: /nonexistent/experiment/benchmark.json not found: ...
+    """
+    path = Path(experiment_folder) / RESULTS_JSON
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the experiment's benchmark records name its Brain class"
+        )
+    names = [record.get("brain_class") for record in json.loads(path.read_text())]
+    names = [name for name in names if name]
+    if not names:
+        raise ValueError(f"{path}: no record has a brain_class field (written before 2026-12)")
+    module_name, _, class_name = names[-1].rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)
