@@ -15,22 +15,28 @@ emits two CTC frames per encoder frame (as the recipe does for downsampling fact
 Writes ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` to ``--out``.
 
 Usage: python tools/pretrain_seed_encoder.py [--data embedded/LibriSpeech]
-[--pretrain-dir embedded/.cache/pretrain] [--out embedded/seed_wavlm] [--steps 1500]
+[--pretrain-dir embedded/.cache/pretrain] [--out embedded/seed_wavlm] [--steps 4000]
 [--threads 1] [--seed 1986]
 """
 
 import argparse
+import csv
+import hashlib
+import json
 import math
+import platform
 import time
 from pathlib import Path
 
 import torch
+import transformers
+from safetensors.torch import load_file
 from synthetic_asr import (
     N_OUTPUTS,
     SAMPLE_RATE,
     ErrorRates,
     collate,
-    greedy_decode,
+    decode_texts,
     make_batches,
     padding_mask,
     read_librispeech_split,
@@ -40,7 +46,7 @@ from synthetic_asr import (
 from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
 
 # Downsampling factor of a batch -> (probability, CTC frames emitted per encoder frame).
-FACTOR_MIX = {1: (1 / 3, 1), 2: (1 / 3, 1), 3: (1 / 3, 2)}
+FACTOR_MIX = {1: (0.5, 1), 2: (0.3, 1), 3: (0.2, 2)}
 START_FACTOR = 2  # the only factor during the first --start-steps steps
 
 
@@ -171,10 +177,87 @@ def evaluate(model, utterances, factor, frames_per_frame):
             batch = ordered[start:start + 8]
             wav, lengths, _, _ = collate(batch, factor)
             log_probs, frame_lengths = model(wav, lengths, frames_per_frame)
-            rates.append([u.utt_id for u in batch], greedy_decode(log_probs, frame_lengths),
+            rates.append([u.utt_id for u in batch], decode_texts(log_probs, frame_lengths),
                          [u.text for u in batch])
     model.train()
     return rates.summarize()
+
+
+def command_line(args):
+    """Return the command that repeats this run, every option spelled out.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options.
+
+    Returns
+    -------
+    str
+        ``python tools/pretrain_seed_encoder.py --data ... --steps ...``.
+    """
+    words = ["python", "tools/pretrain_seed_encoder.py"]
+    for key, value in vars(args).items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value not in (None, False):
+            words += [flag, str(value)]
+    return " ".join(words)
+
+
+def write_dev_log(path, rows):
+    """Write the periodic dev-clean checks as CSV (step, CER, WER)."""
+    with open(path, "w", newline="") as dev_file:
+        writer = csv.DictWriter(dev_file, fieldnames=["step", "CER", "WER"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_loss(loss_csv, dev_rows, png):
+    """Plot the training loss per input rate and the dev-clean CER against steps.
+
+    Parameters
+    ----------
+    loss_csv : pathlib.Path
+        The ``loss.csv`` written during training.
+    dev_rows : list of dict
+        The periodic dev-clean checks (``step``, ``CER``, ``WER``).
+    png : pathlib.Path
+        The output image.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(loss_csv, newline="") as loss_file:
+        rows = list(csv.DictReader(loss_file))
+    figure, (loss_axes, dev_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for column, label in (("loss", "all batches"), ("loss_16k", "16 kHz"),
+                          ("loss_8k", "8 kHz"), ("loss_5k", "5.33 kHz (x2 frames)")):
+        points = [(int(r["step"]), float(r[column])) for r in rows if r[column]]
+        if points:
+            loss_axes.plot(*zip(*points, strict=True), label=label,
+                           linewidth=2 if column == "loss" else 1)
+    loss_axes.set_yscale("log")
+    loss_axes.set_xlabel("step")
+    loss_axes.set_ylabel(f"CTC loss (mean over {loss_csv.name} rows)")
+    loss_axes.legend()
+    loss_axes.grid(alpha=0.3)
+    if dev_rows:
+        steps = [r["step"] for r in dev_rows]
+        dev_axes.plot(steps, [r["CER"] for r in dev_rows], marker="o", label="CER")
+        dev_axes.plot(steps, [r["WER"] for r in dev_rows], marker="s", label="WER")
+    dev_axes.set_xlabel("step")
+    dev_axes.set_ylabel("dev-clean greedy error, throw-away head (%)")
+    dev_axes.set_ylim(bottom=0)
+    dev_axes.legend()
+    dev_axes.grid(alpha=0.3)
+    figure.suptitle("Seed encoder: supervised CTC pre-training (not self-supervised)")
+    figure.tight_layout()
+    figure.savefig(png, dpi=100)
+    plt.close(figure)
 
 
 def main():
@@ -183,15 +266,27 @@ def main():
     parser.add_argument("--data", type=Path, default=Path("embedded/LibriSpeech"))
     parser.add_argument("--pretrain-dir", type=Path, default=Path("embedded/.cache/pretrain"))
     parser.add_argument("--out", type=Path, default=Path("embedded/seed_wavlm"))
-    parser.add_argument("--steps", type=int, default=1500, help="optimiser steps")
+    parser.add_argument("--steps", type=int, default=4000, help="optimiser steps")
     parser.add_argument("--max-samples", type=int, default=8 * 3 * SAMPLE_RATE,
                         help="batch bound: utterances x longest (16 kHz samples)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--warmup", type=int, default=150, help="warm-up steps")
     parser.add_argument("--start-steps", type=int, default=300,
                         help="first steps on 8 kHz batches only")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from the encoder in this folder (a save_pretrained folder) "
+                             "instead of random weights; the heads always start fresh")
+    parser.add_argument("--freeze-cnn", action="store_true",
+                        help="freeze the CNN front end (as the recipe's fine-tuning does): about "
+                             "2x cheaper steps on CPU")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1986)
+    parser.add_argument("--log-dir", type=Path, default=Path("embedded/seed_wavlm_pretraining"),
+                        help="where loss.csv, dev.csv, loss.png and run.json go")
+    parser.add_argument("--log-every", type=int, default=50, help="steps per loss.csv row")
+    parser.add_argument("--eval-every", type=int, default=500,
+                        help="steps between dev-clean checks at 16 kHz (and encoder snapshots "
+                             "in --pretrain-dir/snapshot)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -203,13 +298,28 @@ def main():
     print(f"pre-training on {len(train)} utterances ({hours:.2f} h), {args.threads} threads")
 
     model = SeedCTC(seed_config())
+    init_sha256 = None
+    if args.init is not None:
+        weights = args.init / "model.safetensors"
+        init_sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+        model.encoder.load_state_dict(load_file(weights))
+        print(f"encoder initialised from {weights} (sha256 {init_sha256[:12]}...)")
+    if args.freeze_cnn:
+        model.encoder.feature_extractor._freeze_parameters()  # no backward through the CNN
     n_params = sum(p.numel() for p in model.encoder.parameters())
-    print(f"encoder parameters: {n_params}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    print(f"encoder parameters: {n_params}; trained (with heads): {sum(map(torch.numel, trained))}")
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.01)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     factors = list(FACTOR_MIX)
     weights = [p for p, _ in FACTOR_MIX.values()]
 
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    loss_file = open(args.log_dir / "loss.csv", "w", newline="")  # noqa: SIM115
+    loss_log = csv.writer(loss_file)
+    loss_log.writerow(["step", "epoch", "loss", "loss_16k", "loss_8k", "loss_5k", "lr",
+                       "elapsed_s"])
+    dev_rows = []
     step, epoch, start, running = 0, 0, time.time(), []
     model.train()
     while step < args.steps:
@@ -227,21 +337,62 @@ def main():
                 group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(trained, 5.0)
             optimizer.step()
-            running.append(loss.item())
+            running.append((factor, loss.item()))
             step += 1
-            if step % 100 == 0:
-                print(f"step {step} epoch {epoch} loss {sum(running) / len(running):.3f} "
-                      f"lr {optimizer.param_groups[0]['lr']:.2e} "
-                      f"elapsed {time.time() - start:.0f} s", flush=True)
+            if step % args.log_every == 0:
+                mean = sum(value for _, value in running) / len(running)
+                by_factor = []
+                for f in (1, 2, 3):
+                    values = [value for g, value in running if g == f]
+                    by_factor.append(f"{sum(values) / len(values):.4f}" if values else "")
+                elapsed = time.time() - start
+                lr = optimizer.param_groups[0]["lr"]
+                loss_log.writerow([step, epoch, f"{mean:.4f}", *by_factor, f"{lr:.3e}",
+                                   f"{elapsed:.0f}"])
+                loss_file.flush()
+                print(f"step {step} epoch {epoch} loss {mean:.3f} lr {lr:.2e} "
+                      f"elapsed {elapsed:.0f} s", flush=True)
                 running = []
-    print(f"trained {step} steps ({epoch} epochs) in {time.time() - start:.0f} s")
+            if step % args.eval_every == 0 or step == args.steps:
+                scores = evaluate(model, dev, 1, 1)
+                dev_rows.append({"step": step, "CER": round(scores["CER"], 2),
+                                 "WER": round(scores["WER"], 2)})
+                print(f"step {step}: dev-clean 16 kHz CER {scores['CER']:.2f} % "
+                      f"WER {scores['WER']:.2f} %", flush=True)
+                model.encoder.save_pretrained(args.pretrain_dir / "snapshot",
+                                              safe_serialization=True)
+    train_seconds = time.time() - start
+    loss_file.close()
+    print(f"trained {step} steps ({epoch} epochs) in {train_seconds:.0f} s")
 
+    final = {}
     for factor, (_, frames_per_frame) in FACTOR_MIX.items():
         scores = evaluate(model, dev, factor, frames_per_frame)
+        final[f"{SAMPLE_RATE / factor:.0f} Hz"] = {k: round(v, 2) for k, v in scores.items()}
         print(f"dev-clean at {SAMPLE_RATE / factor:.0f} Hz, throw-away head: "
               f"CER {scores['CER']:.2f} % WER {scores['WER']:.2f} %")
+    write_dev_log(args.log_dir / "dev.csv", dev_rows)
+    run = {
+        "command": command_line(args),
+        "arguments": {key: str(value) for key, value in vars(args).items()},
+        "factor_mix": {str(f): {"probability": p, "ctc_frames_per_frame": k}
+                       for f, (p, k) in FACTOR_MIX.items()},
+        "init_model_sha256": init_sha256,
+        "utterances": len(train),
+        "hours": round(hours, 3),
+        "encoder_parameters": n_params,
+        "steps": step,
+        "epochs": epoch,
+        "train_seconds": round(train_seconds),
+        "dev_clean_throwaway_head_greedy": final,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "python": platform.python_version()},
+        "cpu": platform.processor() or platform.machine(),
+    }
+    (args.log_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    plot_loss(args.log_dir / "loss.csv", dev_rows, args.log_dir / "loss.png")
 
     args.out.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(args.out, safe_serialization=True)

@@ -24,13 +24,13 @@ from synthetic_asr import (
     N_OUTPUTS,
     ErrorRates,
     collate,
-    greedy_decode,
+    decode_texts,
     read_librispeech_split,
     seed_everything,
 )
 from transformers import AutoConfig, AutoFeatureExtractor, WavLMModel
 
-HEAD_OUTPUTS = 31  # 28 characters + blank, bos, eos as in the paper (bos/eos unused here)
+HEAD_OUTPUTS = N_OUTPUTS  # the recipe's 31 labels: blank, bos, eos (never targets), 28 characters
 
 
 def load_encoder(source, save_path, random_init):
@@ -78,7 +78,7 @@ def evaluate(encoder, head, utterances, factor):
         for start in range(0, len(ordered), 8):
             batch = ordered[start:start + 8]
             log_probs, frame_lengths, _, _ = run_batch(encoder, head, batch, factor)
-            rates.append([u.utt_id for u in batch], greedy_decode(log_probs, frame_lengths),
+            rates.append([u.utt_id for u in batch], decode_texts(log_probs, frame_lengths),
                          [u.text for u in batch])
     encoder.train()
     head.train()
@@ -119,7 +119,7 @@ def main():
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     print(f"probe: {args.encoder}{' (random init)' if args.random_init else ''}, "
           f"{16000 / args.factor:.0f} Hz input, batch {args.batch_size}, Adam lr {args.lr}, "
-          f"{args.threads} threads, {HEAD_OUTPUTS} outputs ({N_OUTPUTS} used)")
+          f"{args.threads} threads, {HEAD_OUTPUTS} outputs")
 
     total = 0.0
     for epoch in range(1, args.epochs + 1):

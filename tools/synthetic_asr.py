@@ -1,14 +1,17 @@
 """Helpers shared by the seed-encoder pre-training and probe scripts (plain PyTorch CTC).
 
 They read the synthetic corpus written by tools/make_synthetic_corpus.py into memory, batch it
-by duration, resample whole batches, and score greedy CTC output. Not a SpeechBrain recipe:
-these scripts only make and check the shipped stand-in encoder.
+by duration, resample whole batches, and score greedy CTC output. Characters and greedy
+decoding are the recipe's own (``ssl_ctc.ctc.make_tokenizer`` and ``greedy_decode``: blank 0,
+bos 1, eos 2, then the 28 characters), so the throw-away heads use the recipe's label indices.
+Not a SpeechBrain recipe: these scripts only make and check the shipped stand-in encoder.
 
 Usage: imported by tools/pretrain_seed_encoder.py and tools/probe_seed_encoder.py.
 """
 
 import csv
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +21,12 @@ import torch
 import torchaudio
 from speechbrain.utils.metric_stats import ErrorRateStats
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recipe's ssl_ctc package
+from ssl_ctc.ctc import greedy_decode, make_tokenizer  # noqa: E402
+
 SAMPLE_RATE = 16000
-BLANK = 0
-CHARACTERS = " '" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # output i + 1 is CHARACTERS[i]
-N_OUTPUTS = len(CHARACTERS) + 1  # with the blank
+TOKENIZER = make_tokenizer()
+N_OUTPUTS = len(TOKENIZER)  # 31: blank, bos, eos (never targets) and the 28 characters
 
 
 @dataclass
@@ -93,8 +98,8 @@ def read_pretrain_set(pretrain_dir):
 
 
 def encode_text(text):
-    """Map a transcript to output indices (1 .. N_OUTPUTS - 1)."""
-    return [CHARACTERS.index(c) + 1 for c in text]
+    """Map a transcript to the recipe tokenizer's label indices."""
+    return TOKENIZER.encode_sequence(list(text))
 
 
 def make_batches(utterances, max_samples, rng):
@@ -179,27 +184,22 @@ def padding_mask(wav, lengths):
     return (torch.arange(wav.shape[1])[None, :] < lengths[:, None]).long()
 
 
-def greedy_decode(log_probs, lengths):
-    """Greedy CTC decoding: best path, merge repeats, drop blanks.
+def decode_texts(log_probs, lengths):
+    """Greedy CTC decoding with the recipe's decoder, as space-joined texts.
 
     Parameters
     ----------
     log_probs : torch.Tensor
-        ``(batch, frames, N_OUTPUTS)`` scores; outputs past ``N_OUTPUTS`` count as blank.
+        ``(batch, frames, N_OUTPUTS)`` log-probabilities.
     lengths : torch.Tensor
         Valid frames per utterance.
 
     Returns
     -------
     list of str
-        The decoded texts, with runs of spaces collapsed.
+        The decoded texts (words joined by single spaces).
     """
-    texts = []
-    for best, n in zip(log_probs.argmax(-1), lengths, strict=True):
-        best = torch.unique_consecutive(best[:n]).tolist()
-        text = "".join(CHARACTERS[i - 1] for i in best if BLANK < i < N_OUTPUTS)
-        texts.append(" ".join(text.split()))
-    return texts
+    return [" ".join(words) for words in greedy_decode(log_probs, lengths, TOKENIZER)]
 
 
 class ErrorRates:
