@@ -1,4 +1,5 @@
-# Quick start: `make demo` (train and benchmark on the embedded default), `make test` (the test suite).
+# Quick start: `make demo` (train and benchmark on the embedded default), `make test` (the test suite);
+# `make gpu-check` on a CUDA machine before a real run.
 # Both create or refresh .venv from requirements.txt first.
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +7,7 @@ INSTALLED := $(VENV)/.installed-requirements
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint venv
+.PHONY: demo test lint venv gpu-check
 
 venv: $(INSTALLED)
 
@@ -24,3 +25,7 @@ test: $(INSTALLED)
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
+
+# On a CUDA machine, before hours of training: the GPU paths in minutes ("skipped" without CUDA).
+gpu-check: $(INSTALLED)
+	$(VENV)/bin/python tools/gpu_check.py

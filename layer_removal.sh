@@ -9,17 +9,19 @@
 #
 # Environment variables (defaults):
 #   LAYERS       depths to sweep                    ("24 22 20 18 16 14 12", the paper's)
-#   HPARAMS      YAML file                          (hparams/layer_removal.yaml)
+#   HPARAMS      YAML file                          (the recipe's hparams/layer_removal.yaml)
 #   OUTPUT_ROOT  one folder per depth is made here  (results/layer_removal_sweep)
 #   PYTHON       interpreter                        (python)
 #
 # A depth whose benchmark.json exists is skipped; an interrupted depth resumes from its
 # last checkpoint, so a sweep killed half-way is restarted with the same command.
+# It runs from the folder it is called from: relative paths (OUTPUT_ROOT, HPARAMS,
+# --data_folder, ...) are the caller's, as with `python layer_removal.py`.
 set -euo pipefail
-cd "$(dirname "$0")"
+RECIPE="$(cd "$(dirname "$0")" && pwd)"
 
 LAYERS="${LAYERS:-24 22 20 18 16 14 12}"
-HPARAMS="${HPARAMS:-hparams/layer_removal.yaml}"
+HPARAMS="${HPARAMS:-$RECIPE/hparams/layer_removal.yaml}"
 OUTPUT_ROOT="${OUTPUT_ROOT:-results/layer_removal_sweep}"
 PYTHON="${PYTHON:-python}"
 
@@ -30,7 +32,7 @@ for layers in $LAYERS; do
         continue
     fi
     echo "layer_removal.sh: fine-tuning with the first $layers layers -> $output_folder"
-    "$PYTHON" layer_removal.py "$HPARAMS" --considered_layers "$layers" \
+    "$PYTHON" "$RECIPE/layer_removal.py" "$HPARAMS" --considered_layers "$layers" \
         --output_folder "$output_folder" "$@"
 done
-"$PYTHON" benchmark.py summarize "$OUTPUT_ROOT"
+"$PYTHON" "$RECIPE/benchmark.py" summarize "$OUTPUT_ROOT"

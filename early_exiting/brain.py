@@ -48,8 +48,10 @@ class EarlyExitBrain(SSLCTCBrain):
             return super().compute_ctc_loss(predictions, batch)
         weights = self.hparams.exit_loss_weights or {}
         exit_ctc_loss = super().compute_ctc_loss
+        lengths = predictions["lengths"]  # the same frames at every exit
         return sum(
-            weights.get(layer, 1.0) * exit_ctc_loss({"log_probs": log_probs}, batch)
+            weights.get(layer, 1.0)
+            * exit_ctc_loss({"log_probs": log_probs, "lengths": lengths}, batch)
             for layer, log_probs in predictions["exit_log_probs"].items()
         )
 

@@ -22,10 +22,16 @@ import contextlib
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 import transformers
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2 as SpeechBrainWav2Vec2
 from transformers import HubertModel, Wav2Vec2Model, WavLMModel
+
+from ssl_ctc.encoder import (
+    encoder_frame_lengths,
+    normalize_frames,
+    normalize_waveforms,
+    sample_lengths_of,
+)
 
 SUPPORTED_MODELS = (WavLMModel, Wav2Vec2Model, HubertModel)
 
@@ -148,11 +154,7 @@ class LayerwiseEncoder(torch.nn.Module):
         torch.Tensor
             ``[B]`` LongTensor, from the model's ``_get_feat_extract_output_lengths``.
         """
-        if wav_lens is None:
-            sample_lengths = torch.full((wavs.shape[0],), wavs.shape[1], device=wavs.device)
-        else:
-            sample_lengths = torch.round(wav_lens * wavs.shape[1])
-        return self.model._get_feat_extract_output_lengths(sample_lengths).long()
+        return encoder_frame_lengths(self.model, sample_lengths_of(wavs, wav_lens))
 
     def embed(self, wavs, wav_lens=None):
         """Run everything before the first transformer layer.
@@ -178,10 +180,11 @@ class LayerwiseEncoder(torch.nn.Module):
         """
         encoder = self.model.encoder
         with self._grad_context():
-            if self.normalize_wav:
-                wavs = F.layer_norm(wavs, wavs.shape[1:])
-            features = self.model.feature_extractor(wavs).transpose(1, 2)
             frame_lengths = self.frame_lengths(wavs, wav_lens)
+            if self.normalize_wav:
+                wavs = normalize_waveforms(wavs, sample_lengths_of(wavs, wav_lens))
+            features = self.model.feature_extractor(wavs).transpose(1, 2)
+            frame_lengths = frame_lengths.clamp(max=features.shape[1])
             frame_indices = torch.arange(features.shape[1], device=wavs.device)
             frame_mask = frame_indices < frame_lengths[:, None]
             hidden_states = self.model.feature_projection(features)
@@ -268,7 +271,7 @@ class LayerwiseEncoder(torch.nn.Module):
             if self.model.config.do_stable_layer_norm:
                 hidden_states = self.model.encoder.layer_norm(hidden_states)
             if self.output_norm:
-                hidden_states = F.layer_norm(hidden_states, hidden_states.shape[1:])
+                hidden_states = normalize_frames(hidden_states, state.frame_lengths)
         return hidden_states
 
     def iter_layers(self, wavs, wav_lens=None, last_layer=None):

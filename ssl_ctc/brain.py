@@ -9,13 +9,15 @@ Usage::
 
 
 
+import gc
+
 import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
 import benchmark
 from ssl_ctc.ctc import greedy_decode
-from ssl_ctc.encoder import encoder_frames
+from ssl_ctc.encoder import encoder_frame_lengths, sample_lengths_of
 
 
 def frame_lengths(wav_lens, num_frames):
@@ -51,9 +53,12 @@ class SSLCTCBrain(sb.Brain):
         """CTC log-probabilities of encoder features."""
         return self.hparams.log_softmax(self.ctc_logits(features))
 
-    def ctc_frames(self, num_samples):
-        """Number of CTC output frames for an input of ``num_samples`` samples."""
-        return encoder_frames(self.hparams.ssl, num_samples)
+    def ctc_frames(self, sample_lengths):
+        """CTC output frames of each utterance from its valid input samples (``[B]`` tensors).
+
+        Exact, so that an utterance decodes the same frames alone and in any padded batch.
+        """
+        return encoder_frame_lengths(self.hparams.ssl.model, sample_lengths)
 
     def infer_batch(self, wavs, wav_lens):
         """Waveforms to CTC log-probs and each utterance's true number of frames.
@@ -71,7 +76,8 @@ class SSLCTCBrain(sb.Brain):
             ``log_probs`` ``[B, T, V]`` and ``lengths`` (LongTensor ``[B]``).
         """
         log_probs = self.classify(self.encode(wavs, wav_lens))
-        return {"log_probs": log_probs, "lengths": frame_lengths(wav_lens, log_probs.shape[1])}
+        lengths = self.ctc_frames(sample_lengths_of(wavs, wav_lens))
+        return {"log_probs": log_probs, "lengths": lengths.clamp(1, log_probs.shape[1])}
 
     def compute_forward(self, batch, stage):
         """Forward a batch; see ``infer_batch``."""
@@ -92,10 +98,11 @@ class SSLCTCBrain(sb.Brain):
         return loss
 
     def compute_ctc_loss(self, predictions, batch):
-        """CTC loss of ``predictions["log_probs"]`` against the batch's characters."""
-        _, wav_lens = batch.sig
+        """CTC loss of ``predictions["log_probs"]`` over their valid frames (``lengths``)."""
+        log_probs = predictions["log_probs"]
         tokens, token_lens = batch.tokens
-        return self.hparams.ctc_cost(predictions["log_probs"], tokens, wav_lens, token_lens)
+        frame_lens = predictions["lengths"].to(log_probs.dtype) / log_probs.shape[1]
+        return self.hparams.ctc_cost(log_probs, tokens, frame_lens, token_lens)
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the error-rate trackers before validation and test."""
@@ -148,6 +155,20 @@ class SSLCTCBrain(sb.Brain):
             self.checkpointer.add_recoverable("model_optimizer", self.model_optimizer)
             if self.ssl_optimizer is not None:
                 self.checkpointer.add_recoverable("ssl_optimizer", self.ssl_optimizer)
+
+    def release_training_state(self):
+        """Free the optimisers (Adam moments: 2.5 GB for WavLM Large) before the benchmark.
+
+        Inference needs none of it, and GPU tests would count it in their peak memory.
+        """
+        for name in list(self.optimizers_dict or {}):
+            if self.checkpointer is not None:
+                self.checkpointer.recoverables.pop(name, None)
+        self.optimizers_dict = {}
+        self.model_optimizer = self.ssl_optimizer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def run_benchmark(self, test_datasets, settings):
         """The five tests on every test set with the loaded (best) checkpoint; returns records."""

@@ -164,7 +164,7 @@ def count_ctc_shortfalls(dataset, ctc_frames, sample_rate):
     dataset : speechbrain.dataio.dataset.DynamicItemDataset
         Dataset with ``duration`` and ``wrd``.
     ctc_frames : callable
-        Input samples -> CTC output frames (the Brain's ``ctc_frames``).
+        ``[N]`` valid input samples -> ``[N]`` CTC output frames (the Brain's ``ctc_frames``).
     sample_rate : int
         Input sampling rate.
 
@@ -173,13 +173,12 @@ def count_ctc_shortfalls(dataset, ctc_frames, sample_rate):
     tuple
         ``(shortfalls, total)``.
     """
-    shortfalls = total = 0
     with dataset.output_keys_as(["duration", "wrd"]):
-        for item in dataset:
-            frames = ctc_frames(int(float(item["duration"]) * sample_rate))
-            total += 1
-            shortfalls += len(item["wrd"]) > frames
-    return shortfalls, total
+        items = list(dataset)
+    samples = torch.tensor([int(float(item["duration"]) * sample_rate) for item in items])
+    characters = torch.tensor([len(item["wrd"]) for item in items])
+    frames = ctc_frames(samples) if items else characters
+    return int((characters > frames).sum()), len(items)
 
 
 TEST_ITEM_KEYS = ["id", "sig", "wrd", "duration"]

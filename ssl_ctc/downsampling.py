@@ -6,10 +6,15 @@ Usage::
 """
 
 import torch
+from speechbrain.lobes.downsampling import (
+    Conv1DDownsampler,
+    PoolingDownsampler,
+    SignalDownsampler,
+)
 
 from ssl_ctc.brain import SSLCTCBrain
 from ssl_ctc.ctc import upsample_ctc_frames
-from ssl_ctc.encoder import encoder_frames
+from ssl_ctc.encoder import encoder_frame_lengths, sample_lengths_of
 from ssl_ctc.errors import ConfigurationError
 
 # Row names of the paper's table: SD2, AV3, CL4...
@@ -81,6 +86,52 @@ def paper_upsampling_factor(downsampling_factor):
     return 2 if downsampling_factor >= 3 else 1
 
 
+def downsampled_lengths(downsampler, sample_lengths):
+    """Valid output samples of a downsampler for inputs of ``sample_lengths`` valid samples.
+
+    Output sample i of SpeechBrain's downsamplers depends on input samples near
+    ``i * factor`` only, and a padded batch is zero-padded, so the first
+    ``downsampled_lengths`` outputs of an utterance are the same alone and in any
+    batch. Known classes use their length formula; another module is run on zeros.
+
+    Arguments
+    ---------
+    downsampler : torch.nn.Module
+        ``torch.nn.Identity`` or a ``speechbrain.lobes.downsampling`` downsampler.
+    sample_lengths : torch.Tensor
+        ``[B]`` valid input samples.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B]`` LongTensor.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.downsampling import PoolingDownsampler, SignalDownsampler
+    >>> lengths = torch.tensor([16000, 7999])
+    >>> downsampled_lengths(SignalDownsampler(2, 16000), lengths)
+    tensor([8000, 4000])
+    >>> downsampled_lengths(PoolingDownsampler(3, 21), lengths)
+    tensor([5327, 2660])
+    """
+    lengths = sample_lengths.long()
+    if isinstance(downsampler, torch.nn.Identity):
+        return lengths
+    if isinstance(downsampler, SignalDownsampler):
+        resample = downsampler.downsampler
+        return -((-resample.new_freq * lengths) // resample.orig_freq)  # ceiling
+    if isinstance(downsampler, Conv1DDownsampler):
+        window = downsampler.kernel_size
+        return ((lengths - window) // downsampler.downsampling_factor + 1).clamp(min=0)
+    if isinstance(downsampler, PoolingDownsampler):
+        window = downsampler.kernel_size - 2 * downsampler.padding
+        return ((lengths - window) // downsampler.downsampling_factor + 1).clamp(min=0)
+    with torch.no_grad():
+        outputs = [downsampler(torch.zeros(1, int(length))).shape[-1] for length in lengths]
+    return torch.tensor(outputs, device=sample_lengths.device)
+
+
 class DownsampledBrain(SSLCTCBrain):
     """The base Brain with a downsampler before the encoder and optional CTC upsampling.
 
@@ -94,18 +145,20 @@ class DownsampledBrain(SSLCTCBrain):
     technique_abbreviations = TECHNIQUE_ABBREVIATIONS
 
     def encode(self, wavs, wav_lens):
-        """Downsample, then run the SSL encoder (relative lengths are unchanged)."""
-        return super().encode(self.modules.downsampler(wavs), wav_lens)
+        """Downsample, then run the SSL encoder on each utterance's exact downsampled length."""
+        downsampled = self.modules.downsampler(wavs)
+        lengths = downsampled_lengths(self.hparams.downsampler, sample_lengths_of(wavs, wav_lens))
+        return super().encode(downsampled, lengths.to(wavs.dtype) / downsampled.shape[1])
 
     def ctc_logits(self, features):
         """The head's logits, ``ctc_upsampling_factor`` frames per encoder frame."""
         return upsample_ctc_frames(super().ctc_logits(features), self.hparams.ctc_upsampling_factor)
 
-    def ctc_frames(self, num_samples):
-        """CTC frames of ``num_samples`` input samples after downsampling and upsampling."""
-        factor = self.hparams.downsampling_factor
-        upsampling = self.hparams.ctc_upsampling_factor
-        return encoder_frames(self.hparams.ssl, num_samples // factor) * upsampling
+    def ctc_frames(self, sample_lengths):
+        """CTC frames of each utterance after downsampling and CTC upsampling (``[B]`` tensors)."""
+        lengths = downsampled_lengths(self.hparams.downsampler, sample_lengths)
+        frames = encoder_frame_lengths(self.hparams.ssl.model, lengths)
+        return frames * self.hparams.ctc_upsampling_factor
 
     def experiment_tags(self):
         """The base tags with the technique and factor: ``SD2``, or ``No downsampling``."""

@@ -9,6 +9,7 @@ import json
 import os
 
 import torch
+import torch.nn.functional as F
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 
 from ssl_ctc.errors import ConfigurationError
@@ -81,7 +82,14 @@ def load_ssl_encoder(source, save_path, considered_layers=None, matmul_front_end
 
 
 class SSLEncoder(Wav2Vec2):
-    """SpeechBrain's Hugging Face SSL wrapper that can keep only the first N layers.
+    """SpeechBrain's Hugging Face SSL wrapper, padding-exact, that can keep only the first N layers.
+
+    Padding-exact: the waveform normalisation and ``output_norm`` use each
+    utterance's valid samples and frames only (the parent class normalises over
+    the padded batch, so a transcript depended on the batch it was in); on an
+    unpadded input both are the parent's ``F.layer_norm`` exactly. With ``freeze``
+    the encoder's weights get no gradient, but an input that needs one (from a
+    learned downsampler) still gets it through the frozen encoder.
 
     The depth is cut in the configuration before the weights are loaded, so the
     removed layers never take memory, the final encoder LayerNorm stays, and
@@ -118,6 +126,40 @@ class SSLEncoder(Wav2Vec2):
             # Hugging Face's own freezing also stops the CNN from marking its input as
             # requiring grad, which fails when a learned downsampler produced that input.
             self.model.feature_extractor._freeze_parameters()
+
+    def forward(self, wav, wav_lens=None):
+        """Features ``[B, T, C]``; without gradient when frozen, unless the input needs one."""
+        if self.freeze and not (torch.is_grad_enabled() and wav.requires_grad):
+            with torch.no_grad():
+                return self.extract_features(wav, wav_lens)
+        return self.extract_features(wav, wav_lens)
+
+    def extract_features(self, wav, wav_lens=None):
+        """Run the model with its padding mask; normalise over valid samples and frames only.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            ``[B, samples]`` padded waveforms.
+        wav_lens : torch.Tensor, optional
+            Relative lengths (SpeechBrain convention); None means unpadded.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, T, C]``; padded frames are zero when ``output_norm`` is on.
+        """
+        if self.output_all_hiddens:
+            return super().extract_features(wav, wav_lens)
+        sample_lengths = sample_lengths_of(wav, wav_lens)
+        if self.normalize_wav:
+            wav = normalize_waveforms(wav, sample_lengths)
+        padding_mask = torch.arange(wav.shape[1], device=wav.device) < sample_lengths[:, None]
+        out = self.model(wav, attention_mask=padding_mask.long()).last_hidden_state
+        if self.output_norm:
+            frame_lengths = encoder_frame_lengths(self.model, sample_lengths)
+            out = normalize_frames(out, frame_lengths.clamp(max=out.shape[1]))
+        return out
 
     def override_config(self, config):
         """Check the architecture; set ``layerdrop`` and the depth (before loading)."""
@@ -193,7 +235,102 @@ def encoder_frames(ssl_encoder, num_samples):
     int
         Output frames (0 when the input is shorter than the receptive field).
     """
-    if num_samples < 400:
-        return 0
-    lengths = ssl_encoder.model._get_feat_extract_output_lengths(torch.tensor([num_samples]))
-    return int(lengths.item())
+    return int(encoder_frame_lengths(ssl_encoder.model, torch.tensor([num_samples]))[0])
+
+
+def normalize_waveforms(wavs, sample_lengths):
+    """Normalise each waveform to zero mean and unit variance over its own samples only.
+
+    SpeechBrain's wrapper normalises over the padded length, so an utterance's
+    features changed with the batch it was in. Here each utterance is normalised
+    on its valid samples with the same ``F.layer_norm`` (identical to the wrapper
+    on an unpadded batch) and its padding is set to zero.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``[B, samples]`` padded waveforms.
+    sample_lengths : torch.Tensor
+        ``[B]`` number of valid samples of each utterance.
+
+    Returns
+    -------
+    torch.Tensor
+        The normalised waveforms, zero on padding.
+
+    Example
+    -------
+    >>> wavs = torch.tensor([[1.0, 3.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]])
+    >>> normalize_waveforms(wavs, torch.tensor([2, 4]))[0]
+    tensor([-1.0000,  1.0000,  0.0000,  0.0000])
+    """
+    return _layer_norm_valid_prefix(wavs, sample_lengths)
+
+
+def normalize_frames(features, frame_lengths):
+    """Layer-normalise each utterance's ``[T, C]`` features over its valid frames only.
+
+    The wrapper's ``output_norm`` (``F.layer_norm`` over ``[T, C]``) on an
+    unpadded utterance; padded frames are set to zero.
+
+    Arguments
+    ---------
+    features : torch.Tensor
+        ``[B, T, C]`` encoder output.
+    frame_lengths : torch.Tensor
+        ``[B]`` valid frames of each utterance.
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> features = torch.randn(2, 5, 3)
+    >>> alone = normalize_frames(features[1:, :2], torch.tensor([2]))
+    >>> batched = normalize_frames(features, torch.tensor([5, 2]))
+    >>> torch.equal(batched[1:, :2], alone), batched[1, 2:].abs().sum().item()
+    (True, 0.0)
+    """
+    return _layer_norm_valid_prefix(features, frame_lengths)
+
+
+def _layer_norm_valid_prefix(values, lengths):
+    """``F.layer_norm`` of each item's first ``lengths[i]`` steps (all other dims); zero after."""
+    normalized = torch.zeros_like(values)
+    for index, length in enumerate(lengths.tolist()):
+        valid = values[index, :length]
+        normalized[index, :length] = F.layer_norm(valid, valid.shape)
+    return normalized
+
+
+def sample_lengths_of(wavs, wav_lens):
+    """Valid samples of each utterance from SpeechBrain's relative lengths (None: unpadded).
+
+    Example
+    -------
+    >>> sample_lengths_of(torch.zeros(2, 10), torch.tensor([1.0, 0.45]))
+    tensor([10,  4])
+    """
+    if wav_lens is None:
+        return torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long, device=wavs.device)
+    return torch.round(wav_lens * wavs.shape[1]).long()
+
+
+def encoder_frame_lengths(model, sample_lengths):
+    """Encoder frames of each utterance from its valid samples (its CNN's receptive field).
+
+    Arguments
+    ---------
+    model : transformers.PreTrainedModel
+        WavLM, wav2vec 2.0 or HuBERT.
+    sample_lengths : torch.Tensor
+        ``[B]`` valid samples.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B]`` LongTensor, 0 for inputs shorter than one receptive field.
+    """
+    lengths = model._get_feat_extract_output_lengths(sample_lengths.clamp(min=0))
+    return lengths.long().clamp(min=0)

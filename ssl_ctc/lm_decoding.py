@@ -171,6 +171,35 @@ def _load_worker_decoder(decoder_arguments):
         _worker_decoder = _build_decoder(**decoder_arguments)
 
 
+# Beam search decoders loaded in this process, by their arguments: an LM (several GB for
+# the official 4-gram) is read once per process, however many LMDecoders are opened
+# (an early-exit threshold sweep opens one per threshold).
+_loaded_decoders = {}
+
+
+def load_decoder(labels, lm_path, unigrams_path, alpha, beta):
+    """The beam search decoder for these arguments, loaded once per process.
+
+    Returns
+    -------
+    decoder : pyctcdecode.BeamSearchDecoderCTC
+    cached : bool
+        Whether it was already loaded.
+    """
+    key = (tuple(labels), str(lm_path), str(unigrams_path), float(alpha), float(beta))
+    cached = key in _loaded_decoders
+    if not cached:
+        _loaded_decoders[key] = _build_decoder(labels, lm_path, unigrams_path, alpha, beta)
+    return _loaded_decoders[key], cached
+
+
+def release_decoders():
+    """Free every LM this process loaded (``load_decoder``)."""
+    for decoder in _loaded_decoders.values():
+        decoder.cleanup()
+    _loaded_decoders.clear()
+
+
 def _build_decoder(labels, lm_path, unigrams_path, alpha, beta):
     """Builds pyctcdecode's beam search decoder with a KenLM model."""
     import pyctcdecode
@@ -210,7 +239,8 @@ class _Decoded:
 class LMDecoder:
     """CTC beam search with a KenLM n-gram LM (pyctcdecode), asynchronous.
 
-    The LM is loaded once when the decoder is built (``load_time_s``). With
+    The LM is loaded when the first decoder with its settings is built in the
+    process and kept for the next ones (``load_time_s``, ``loaded_before``). With
     several workers, a process pool is started once ('fork' on Linux, where
     the workers inherit the loaded LM; 'spawn' elsewhere, where each worker
     loads it); ``submit`` queues a batch and returns at once, so the beam
@@ -262,7 +292,7 @@ class LMDecoder:
             "beta": settings.lm_beta,
         }
         start = time.perf_counter()
-        self.decoder = _build_decoder(**decoder_arguments)
+        self.decoder, self.loaded_before = load_decoder(**decoder_arguments)
         self.load_time_s = time.perf_counter() - start
         self.beam_search_time_s = 0.0
         self.start_method = None
@@ -315,12 +345,11 @@ class LMDecoder:
         return self.collect(self.submit(log_probs, lengths))
 
     def close(self):
-        """Stops the worker processes and frees the LM."""
+        """Stops the worker processes (the LM stays loaded: ``release_decoders`` frees it)."""
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
             self.pool = None
-        self.decoder.cleanup()
 
     def __enter__(self):
         return self

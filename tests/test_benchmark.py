@@ -10,6 +10,7 @@ Usage
 import csv
 import importlib.metadata
 import json
+import os
 import shutil
 import sys
 
@@ -30,6 +31,7 @@ import ssl_ctc.macs
 import ssl_ctc.records
 import ssl_ctc.summary
 from ssl_ctc.ctc import make_tokenizer
+from ssl_ctc.timing import available_cpu_cores
 
 TAGS = {"name": "Tiny", "strategy": "baseline", "factor": 1, "layers": 2, "baseline": True}
 
@@ -171,7 +173,9 @@ def test_timed_records_are_consistent(two_runs):
                 record["audio_seconds"] / total
             )
             assert record["ms_per_utterance"] == pytest.approx(1000 * total / 6)
-            assert record["peak_memory_mb"] > 0
+            assert record["peak_memory_mb"] >= 0
+            assert record["peak_memory_kind"] == "process_rss_peak_above_start"
+            assert record["resident_memory_before_mb"] > record["peak_memory_mb"]
             assert 0 <= record["cer"] and 0 <= record["wer"]
             assert record["wer_details"]["num_scored_tokens"] == reference_words
             assert record["sorting"] == "ascending duration"
@@ -192,8 +196,37 @@ def test_precision_recorded(two_runs):
 
 def test_threads_recorded_and_restored(two_runs):
     assert by_test(two_runs["second"])["cpu_greedy"]["threads"] == 1
-    assert by_test(two_runs["first"])["cpu_greedy"]["threads"] == two_runs["threads_before"]
+    assert by_test(two_runs["second"])["cpu_greedy"]["threads_source"] == "benchmark_cpu_threads"
+    first = by_test(two_runs["first"])["cpu_greedy"]
+    assert (first["threads"], first["threads_source"]) == (available_cpu_cores(), "cpu_affinity")
     assert torch.get_num_threads() == two_runs["threads_before"]
+
+
+def test_cpu_threads_default_to_the_usable_cores_not_torchs_count(tmp_path):
+    """After torchrun (OMP_NUM_THREADS=1) the CPU tests still use every core they may."""
+    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1,
+                                                           warmup_batches=0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        records = benchmark.run_five_tests(TinyBrain(), {"t": make_test_dataset((0.6, 0.8))},
+                                           settings, TAGS, tmp_path)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+    assert by_test(records)["cpu_greedy"]["threads"] == len(os.sched_getaffinity(0))
+
+
+def test_peak_memory_is_the_tests_own(tmp_path):
+    """Memory resident before the test (model loading, training) is not its peak."""
+    resident = torch.ones(64, 2**20)  # 256 MiB, touched
+    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1,
+                                                           warmup_batches=0)
+    records = benchmark.run_five_tests(TinyBrain(), {"t": make_test_dataset((0.6, 0.8))},
+                                       settings, TAGS, tmp_path)
+    greedy = by_test(records)["cpu_greedy"]
+    assert greedy["resident_memory_before_mb"] > 256 > 64 > greedy["peak_memory_mb"]
+    del resident
 
 
 def test_tags_may_not_replace_record_fields(tmp_path):
@@ -373,6 +406,23 @@ def test_lm_never_emits_bos_eos(lm_decoder):
     log_probs = spelled_log_probs(tokenizer, "HELLO WORLD", filler="<eos>")
     words = lm_decoder.decode(log_probs[None], torch.tensor([len(log_probs)]))[0]
     assert not any("<" in word or ">" in word for word in words)
+
+
+def test_lm_loaded_once_per_process(tmp_path, monkeypatch):
+    """A threshold sweep opens an LM decoder per threshold: the LM is read only once."""
+    builds = []
+    build = ssl_ctc.lm_decoding._build_decoder
+    monkeypatch.setattr(ssl_ctc.lm_decoding, "_build_decoder",
+                        lambda *arguments: builds.append(arguments) or build(*arguments))
+    monkeypatch.setattr(ssl_ctc.lm_decoding, "_loaded_decoders", {})
+    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(
+        lm_path=str(write_arpa(tmp_path / "lm.arpa")), lm_decode_workers=2)
+    decoders = []
+    for _ in range(3):
+        with ssl_ctc.lm_decoding.LMDecoder(make_tokenizer(), settings) as decoder:
+            decoders.append(decoder.loaded_before)
+    assert len(builds) == 1
+    assert decoders == [False, True, True]
 
 
 def test_pyctcdecode_labels_map_blank_and_drop_bos_eos():

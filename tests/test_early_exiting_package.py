@@ -22,6 +22,7 @@ from early_exiting import (  # noqa: E402
     SimilarityCriterion,
     build_exit_criterion,
 )
+from ssl_ctc.encoder import SSLEncoder  # noqa: E402
 
 NUM_LAYERS = 4
 HIDDEN_SIZE = 32
@@ -173,15 +174,25 @@ def saved_encoders(tmp_path_factory):
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
-def test_parity_with_speechbrain_wrapper(architecture, saved_encoders, tmp_path):
-    wrapper_class = ARCHITECTURES[architecture][2]
+def test_parity_with_the_recipe_encoder_and_speechbrain_wrapper(architecture, saved_encoders,
+                                                                 tmp_path):
+    """Padded: the recipe's padding-exact encoder. Unpadded: SpeechBrain's own wrapper too."""
     folder = str(saved_encoders[architecture])
-    wrapper = wrapper_class(source=folder, save_path=str(tmp_path), output_norm=True).eval()
-    encoder = LayerwiseEncoder(wrapper)
-    assert encoder.model is wrapper.model and encoder.normalize_wav and encoder.output_norm
+    recipe_encoder = SSLEncoder(folder, str(tmp_path), output_norm=True,
+                                matmul_front_end=False).eval()
+    encoder = LayerwiseEncoder(recipe_encoder)
+    assert encoder.model is recipe_encoder.model and encoder.normalize_wav and encoder.output_norm
     wavs, wav_lens, _ = padded_batch()
     with torch.no_grad():
-        difference = encoder(wavs, wav_lens) - wrapper(wavs, wav_lens)
+        frames = encoder.frame_lengths(wavs, wav_lens)
+        layerwise, wrapped = encoder(wavs, wav_lens), recipe_encoder(wavs, wav_lens)
+        for index, length in enumerate(frames.tolist()):
+            assert (layerwise[index, :length] - wrapped[index, :length]).abs().max() < 1e-5
+        speechbrain_wrapper = ARCHITECTURES[architecture][2](
+            source=folder, save_path=str(tmp_path), output_norm=True).eval()
+        longest = int(wav_lens.argmax())
+        unpadded = wavs[longest:longest + 1]
+        difference = LayerwiseEncoder(speechbrain_wrapper)(unpadded) - speechbrain_wrapper(unpadded)
     assert difference.abs().max() < 1e-5
 
 

@@ -49,7 +49,12 @@ def test_downsampled_train_debug(tiny_encoders, embedded_corpus, tmp_path, archi
     assert os.path.isfile(output_folder / "wer_test-clean.txt")
     assert os.path.isfile(output_folder / "train_log.txt")
     records = read_records(output_folder)
-    assert records == brain.benchmark_records or len(records) >= len(brain.benchmark_records)
+    assert len(records) == 5  # a fresh folder: the five tests on the one test set, nothing else
+    assert json.loads(json.dumps(brain.benchmark_records)) == records
+    assert [record["test"] for record in records] == [
+        "gpu_greedy", "gpu_lm", "cpu_greedy", "cpu_lm", "macs"]
+    assert {record["brain_class"] for record in records} == {
+        "ssl_ctc.downsampling.DownsampledBrain"}
     tags = {(record.get("factor"), record.get("strategy")) for record in records}
     assert tags == {(factor, technique if factor > 1 else "baseline")}
     assert brain.hparams.ctc_upsampling_factor == (2 if factor >= 3 else 1)
@@ -70,24 +75,26 @@ def test_layer_removal_script_debug(tiny_encoders, embedded_corpus, tmp_path):
 
 
 def test_layer_removal_sweep_skips_finished_depths(tiny_encoders, embedded_corpus, tmp_path):
-    environment = {
-        **os.environ,
-        "LAYERS": "2 1",
-        "OUTPUT_ROOT": str(tmp_path / "sweep"),
-        "PYTHON": sys.executable,
-    }
-    arguments = ["bash", os.path.join(REPO, "layer_removal.sh"), "--data_folder", embedded_corpus,
+    """Run from another folder with relative paths, as a user would; reruns skip finished depths."""
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    environment = {**os.environ, "LAYERS": "2 1", "OUTPUT_ROOT": "sweep", "PYTHON": sys.executable}
+    arguments = ["bash", os.path.join(REPO, "layer_removal.sh"),
+                 "--data_folder", os.path.relpath(embedded_corpus, caller),
                  "--ssl_hub", tiny_encoders["wavlm"], "--test_splits=[test-clean]",
                  "--dnn_neurons", "32", "--debug", "--debug_batches", "2", *FAST_BENCHMARK]
-    first = subprocess.run(arguments, env=environment, capture_output=True, text=True,
-                           timeout=900)
+
+    def sweep():
+        return subprocess.run(arguments, env=environment, cwd=caller, capture_output=True,
+                              text=True, timeout=900)
+
+    first = sweep()
     assert first.returncode == 0, first.stderr[-3000:]
     for depth in (2, 1):
-        assert os.path.isfile(tmp_path / "sweep" / f"{depth}_layers" / "benchmark.json")
-    assert os.path.isfile(tmp_path / "sweep" / "summary.md")
-    os.remove(tmp_path / "sweep" / "1_layers" / "benchmark.json")
-    second = subprocess.run(arguments, env=environment, capture_output=True, text=True,
-                            timeout=900)
+        assert os.path.isfile(caller / "sweep" / f"{depth}_layers" / "benchmark.json")
+    assert os.path.isfile(caller / "sweep" / "summary.md")
+    os.remove(caller / "sweep" / "1_layers" / "benchmark.json")
+    second = sweep()
     assert second.returncode == 0, second.stderr[-3000:]
     assert "2 layers already finished" in second.stdout
     assert "fine-tuning with the first 1 layers" in second.stdout

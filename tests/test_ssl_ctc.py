@@ -12,7 +12,11 @@ import ssl_ctc.ctc
 import ssl_ctc.downsampling
 import ssl_ctc.encoder
 import ssl_ctc.errors
+from early_exiting.brain import EarlyExitBrain
+from ssl_ctc.benchmark_settings import BenchmarkSettings
+from ssl_ctc.downsampling import DownsampledBrain
 from ssl_ctc.encoder import load_ssl_encoder
+from ssl_ctc.layer_removal import LayerRemovalBrain
 
 TECHNIQUES = ["signal_downsampling", "averaging", "convolutional"]
 
@@ -82,8 +86,10 @@ def test_upsampled_head_shapes(tiny_encoders, tmp_path):
     with torch.no_grad():
         features = brain.encode(wavs, wav_lens)
         output = brain.infer_batch(wavs, wav_lens)
+        half_alone = brain.infer_batch(wavs[1:, :16000], torch.ones(1))
     assert output["log_probs"].shape == (2, 2 * features.shape[1], 31)
-    assert output["lengths"].tolist() == [2 * features.shape[1], features.shape[1]]
+    # exact frame counts: the shorter utterance gets the frames it gets alone
+    assert output["lengths"].tolist() == [2 * features.shape[1], half_alone["log_probs"].shape[1]]
     assert torch.allclose(output["log_probs"].exp().sum(-1), torch.ones(2, 2 * features.shape[1]))
 
 
@@ -142,6 +148,41 @@ def test_every_yaml_loads(tiny_encoders, tmp_path, yaml_path):
     if "early_exit" in yaml_path:  # the paper's exits (13-24) do not fit a 3-layer encoder
         tiny_depth["exit_layers"] = [2, 3]
     hparams = load_yaml(yaml_path, yaml_overrides(tiny_encoders["wavlm"], tmp_path, **tiny_depth))
-    inference_modules = {"early_exit"} if "early_exit" in yaml_path else {"ssl", "enc", "ctc_lin"}
-    assert inference_modules <= set(hparams["modules"])
-    assert hparams["checkpointer"] is not None
+    early_exit = "early_exit" in yaml_path
+    inference_modules = {"early_exit"} if early_exit else {"ssl", "downsampler", "enc", "ctc_lin"}
+    assert set(hparams["modules"]) == inference_modules
+    # the checkpointer saves every trained part, and only the main model's optimiser state
+    recoverables = set(hparams["checkpointer"].recoverables)
+    assert {"ssl", "model", "counter", "scheduler_model", "scheduler_ssl"} <= recoverables
+    trained = {id(p) for p in hparams["model"].parameters()}
+    head = hparams["exit_heads"] if early_exit else hparams["enc"]
+    assert {id(p) for p in head.parameters()} <= trained
+    # loaders decode audio in worker processes, the benchmark settings pass their checks
+    for loader in ("train", "valid", "test"):
+        assert hparams[f"{loader}_dataloader_opts"]["num_workers"] == hparams["num_workers"] > 0
+    BenchmarkSettings.from_hparams({**hparams, "lm_path": None}).validate()
+    # the Brain the strategy script runs turns a padded batch into 31-label log-probs
+    brain_class = {"sig_down8000.yaml": DownsampledBrain, "layer_removal.yaml": LayerRemovalBrain,
+                   "early_exits.yaml": EarlyExitBrain}[os.path.basename(yaml_path)]
+    brain = brain_class(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
+    brain.modules.eval()
+    with torch.no_grad():
+        output = brain.infer_batch(torch.rand(2, 16000), torch.tensor([1.0, 0.6]))
+    assert output["log_probs"].shape[-1] == hparams["output_neurons"] == 31
+    assert output["lengths"][0] == output["log_probs"].shape[1] > output["lengths"][1]
+
+
+def test_frozen_encoder_still_trains_the_learned_downsampler(tiny_encoders, tmp_path):
+    """freeze_ssl: True trains the head and the convolutional downsampler, not the encoder."""
+    hparams = load_yaml(
+        os.path.join(REPO, "hparams", "sig_down8000.yaml"),
+        yaml_overrides(tiny_encoders["wavlm"], tmp_path, freeze_ssl=True,
+                       downsampling_technique="convolutional", downsampling_factor=2),
+    )
+    brain = ssl_ctc.downsampling.DownsampledBrain(modules=hparams["modules"], hparams=hparams)
+    brain.modules.train()
+    output = brain.infer_batch(torch.rand(2, 16000), torch.tensor([1.0, 0.8]))
+    output["log_probs"].sum().backward()
+    downsampler_grads = [p.grad for p in hparams["downsampler"].parameters()]
+    assert downsampler_grads and all(g is not None and g.abs().sum() > 0 for g in downsampler_grads)
+    assert all(p.grad is None for p in hparams["ssl"].parameters())
