@@ -196,6 +196,33 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+# The /proc/cpuinfo flags that decide the CPU inference paths (vector width, bf16, int8).
+SPEED_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni",
+                   "avx_ne_convert", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags():
+    """The CPU's speed-relevant flags (``SPEED_CPU_FLAGS`` present), torch's capability, cores.
+
+    Example
+    -------
+    >>> flags = cpu_flags()
+    >>> sorted(flags) == ["capability", "cores", "flags", "quantized_engine"]
+    True
+    """
+    present = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                present.update(line.split(":", 1)[1].split())
+                break
+    return {"flags": [flag for flag in SPEED_CPU_FLAGS if flag in present],
+            "capability": torch.backends.cpu.get_cpu_capability(),
+            "quantized_engine": torch.backends.quantized.engine,
+            "cores": os.cpu_count()}
+
+
 def device_name(device):
     """Human-readable name of a device."""
     if device.startswith("cuda"):

@@ -1,0 +1,384 @@
+"""CPU inference at the machine's limit: packed fp32, bf16 or int8 linear layers, same weights.
+
+``torch.nn.functional.linear`` runs fp32 products through MKL, which on some
+processors (AMD EPYC) takes a generic code path; oneDNN with weights packed
+once for the processor is exact to float rounding and can be much faster.
+``cpu_inference`` runs every ``nn.Linear`` of the given modules (encoder
+projections, feed-forward, feature projection, the head) through a kernel chosen
+for this machine, and WavLM's attention through ``FastWavLMAttention``, the
+same computation as Hugging Face's with the projections called as modules (so
+they use that kernel too) and the gated relative position bias computed as a
+contiguous 2-D product (under bf16 autocast Hugging Face's broadcasting 4-D
+product becomes a strided copy plus ``bmm``, 7x slower than fp32).
+
+Modules keep their parameters, so state-dict keys and training are untouched;
+the classes of our own module instances are swapped on entry and restored on
+exit; on other devices, with gradients enabled (outside ``torch.no_grad`` /
+``torch.inference_mode``) or under autocast the original ``F.linear`` runs. Precisions:
+
+- ``"fp32"``: the fastest exact backend (``"auto"`` measures ``aten`` against
+  ``onednn`` at the model's widest linear layer; outputs within 1e-4);
+- ``"bf16"``: bf16 autocast for the block (fast only with avx512_bf16 / AMX);
+- ``"int8"``: dynamic int8 (fbgemm / x86 engine) of every linear layer,
+  per-output-channel weight scales;
+- ``"auto"``: bf16 where the processor has bf16 instructions and a short
+  measurement (``probe``) shows it faster than fp32, fp32 elsewhere.
+
+Usage::
+
+    with cpu_inference(brain.modules, "auto", probe=lambda: brain.infer_batch(wavs, lens)) as plan:
+        output = brain.infer_batch(wavs, wav_lens)
+    plan.record()  # {"cpu_backend": "onednn", "cpu_precision": "fp32", ...}
+"""
+
+import contextlib
+import dataclasses
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers.models.wavlm.modeling_wavlm import WavLMAttention
+
+from ssl_ctc.records import cpu_flags
+
+CPU_INFERENCE_PRECISIONS = ("fp32", "bf16", "int8", "auto")
+
+
+FP32_BACKENDS = ("aten", "onednn")
+
+
+BF16_INSTRUCTIONS = ("avx512_bf16", "amx_bf16")
+
+
+PROBE_ROWS = 512
+
+
+PROBE_REPEATS = 3
+
+
+class KernelLinear(torch.nn.Linear):
+    """An ``nn.Linear`` whose CPU inference runs ``self.cpu_kernel`` (set by ``LinearPlan``)."""
+
+    def forward(self, inputs):
+        if (inputs.device.type != "cpu" or torch.is_grad_enabled()
+                or torch.is_autocast_enabled("cpu") or inputs.dtype != torch.float32):
+            return F.linear(inputs, self.weight, self.bias)
+        return self.cpu_kernel(inputs)
+
+
+def onednn_kernel(linear):
+    """oneDNN fp32 product with the weight packed once (exact to float rounding).
+
+    Example
+    -------
+    >>> linear = torch.nn.Linear(16, 8)
+    >>> inputs = torch.randn(3, 5, 16)
+    >>> torch.allclose(onednn_kernel(linear)(inputs), linear(inputs), atol=1e-5)
+    True
+    """
+    packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+    bias = None if linear.bias is None else linear.bias.detach()
+
+    def run(inputs):
+        return torch.ops.mkldnn._linear_pointwise(inputs, packed, bias, "none", [], "")
+
+    return run
+
+
+def aten_kernel(linear):
+    """The default ``F.linear`` (MKL or OpenBLAS, as torch was built)."""
+    weight = linear.weight.detach()
+    bias = None if linear.bias is None else linear.bias.detach()
+    return lambda inputs: F.linear(inputs, weight, bias)
+
+
+def int8_kernel(linear):
+    """Dynamic int8: weights quantised per output channel, activations per call.
+
+    Example
+    -------
+    >>> linear = torch.nn.Linear(64, 32)
+    >>> inputs = torch.randn(10, 64)
+    >>> error = (int8_kernel(linear)(inputs) - linear(inputs)).norm() / linear(inputs).norm()
+    >>> bool(error < 0.05)
+    True
+    """
+    weight = linear.weight.detach().float()
+    scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+    zero_points = torch.zeros(len(scales), dtype=torch.long)
+    quantized = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
+    bias = None if linear.bias is None else linear.bias.detach().float()
+    packed = torch.ops.quantized.linear_prepack(quantized, bias)
+    return lambda inputs: torch.ops.quantized.linear_dynamic(inputs, packed, True)
+
+
+KERNELS = {"aten": aten_kernel, "onednn": onednn_kernel, "int8": int8_kernel}
+
+
+def linear_gmacs_per_s(kernel_factory, linear, rows=PROBE_ROWS, repeats=PROBE_REPEATS):
+    """GMAC/s of one kernel on ``rows x in_features`` inputs (median of ``repeats``)."""
+    inputs = torch.randn(rows, linear.in_features)
+    kernel = kernel_factory(linear)
+    with torch.inference_mode():
+        kernel(inputs)
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            kernel(inputs)
+            seconds.append(time.perf_counter() - start)
+    median = sorted(seconds)[len(seconds) // 2]
+    return rows * linear.in_features * linear.out_features / median / 1e9
+
+
+def choose_fp32_backend(linears, backends=FP32_BACKENDS):
+    """The fastest exact fp32 backend at the widest linear layer, and what was measured.
+
+    Arguments
+    ---------
+    linears : list of torch.nn.Linear
+        The layers that will run it.
+    backends : tuple of str
+        Candidates (keys of ``KERNELS``).
+
+    Returns
+    -------
+    tuple
+        ``(backend, {backend: GMAC/s})``.
+
+    Example
+    -------
+    >>> backend, rates = choose_fp32_backend([torch.nn.Linear(32, 64)])
+    >>> backend in FP32_BACKENDS, sorted(rates) == sorted(FP32_BACKENDS)
+    (True, True)
+    """
+    widest = max(linears, key=lambda linear: linear.weight.numel())
+    rates = {}
+    for _ in range(2):  # alternated, so that a load change does not favour one
+        for backend in backends:
+            rate = linear_gmacs_per_s(KERNELS[backend], widest)
+            rates[backend] = max(rates.get(backend, 0.0), rate)
+    return max(rates, key=rates.get), rates
+
+
+class FastWavLMAttention(WavLMAttention):
+    """WavLM's attention with the projections called as modules and a contiguous position gate.
+
+    The same computation as ``WavLMAttention.forward`` in eval mode (which
+    calls ``F.multi_head_attention_forward`` with the projection weights):
+    gated relative position bias, padded keys masked, scaled dot-product
+    attention. In training or when attention weights are asked for, Hugging
+    Face's forward runs.
+
+    Example
+    -------
+    >>> attention = WavLMAttention(embed_dim=32, num_heads=4, num_buckets=16, max_distance=20)
+    >>> attention = attention.eval()
+    >>> hidden = torch.randn(2, 9, 32)
+    >>> mask = torch.ones(2, 9, dtype=torch.long)
+    >>> mask[1, 6:] = 0
+    >>> expected, _, bias = attention(hidden, attention_mask=mask)
+    >>> attention.__class__ = FastWavLMAttention
+    >>> output, _, fast_bias = attention(hidden, attention_mask=mask)
+    >>> torch.allclose(output, expected, atol=1e-5), torch.equal(bias, fast_bias)
+    (True, True)
+    """
+
+    def forward(self, hidden_states, attention_mask=None, position_bias=None,
+                output_attentions=False, index=0):
+        if self.training or output_attentions:
+            return super().forward(hidden_states, attention_mask, position_bias,
+                                   output_attentions, index)
+        batch, frames, _ = hidden_states.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        if position_bias is None:
+            position_bias = self.compute_bias(frames, frames)
+            position_bias = position_bias.unsqueeze(0).repeat(batch, 1, 1, 1).view(
+                batch * heads, frames, frames)
+        per_head = hidden_states.reshape(batch * frames * heads, head_dim)
+        projected = self.gru_rel_pos_linear(per_head).view(batch, frames, heads, 2, 4).sum(-1)
+        gate_a, gate_b = torch.sigmoid(projected).chunk(2, dim=-1)  # [B, T, H, 1] each
+        constant = self.gru_rel_pos_const.view(1, 1, heads, 1)
+        gate = (gate_a * (gate_b * constant - 1.0) + 2.0).transpose(1, 2)  # [B, H, T, 1]
+        bias = gate * position_bias.view(batch, heads, frames, frames)
+        if attention_mask is not None:
+            padded = attention_mask.ne(1)[:, None, None, :]
+            bias = bias.masked_fill(padded, float("-inf"))
+
+        def split_heads(projection):
+            return projection(hidden_states).view(batch, frames, heads, head_dim).transpose(1, 2)
+
+        query, key, value = split_heads(self.q_proj), split_heads(self.k_proj), split_heads(
+            self.v_proj)
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
+        output = self.out_proj(context.transpose(1, 2).reshape(batch, frames, heads * head_dim))
+        return output, None, position_bias
+
+
+@dataclasses.dataclass
+class CpuInferencePlan:
+    """What ``cpu_inference`` runs, and why (for the records).
+
+    Arguments
+    ---------
+    precision : str
+        "fp32", "bf16" or "int8" (``"auto"`` resolved).
+    backend : str
+        Kernel of the linear layers ("aten", "onednn", "int8").
+    requested_precision, requested_backend : str
+        As asked.
+    measurements : dict
+        What the choices measured (GMAC/s by backend, probe seconds by precision).
+    """
+
+    precision: str
+    backend: str
+    requested_precision: str
+    requested_backend: str
+    measurements: dict
+
+    def record(self):
+        """Fields for a benchmark record (the processor's flags included)."""
+        return {"cpu_precision": self.precision, "cpu_backend": self.backend,
+                "cpu_requested_precision": self.requested_precision,
+                "cpu_requested_backend": self.requested_backend,
+                "cpu_choice_measurements": self.measurements, "cpu_flags": cpu_flags()}
+
+
+class CpuInferencePath:
+    """The fast CPU path of some modules, applied and undone on demand (cheap after the first).
+
+    Arguments
+    ---------
+    modules : torch.nn.Module
+        Searched recursively (e.g. a Brain's ``modules``).
+    backend : str
+        "aten", "onednn" or "int8" (see ``KERNELS``).
+
+    Example
+    -------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    >>> path = CpuInferencePath(model, "onednn")
+    >>> with path.applied():
+    ...     type(model[0]).__name__
+    'KernelLinear'
+    >>> type(model[0]).__name__, list(model.state_dict())
+    ('Linear', ['0.weight', '0.bias'])
+    """
+
+    def __init__(self, modules, backend):
+        self.linears = [module for module in modules.modules() if type(module) is torch.nn.Linear]
+        self.attentions = [module for module in modules.modules()
+                           if type(module) is WavLMAttention]
+        self.backend = backend
+        self.kernels = None
+
+    @contextlib.contextmanager
+    def applied(self):
+        """Swap the classes in (packing the weights the first time); restore them on exit."""
+        if self.kernels is None:
+            self.kernels = [KERNELS[self.backend](linear) for linear in self.linears]
+        for linear, kernel in zip(self.linears, self.kernels, strict=True):
+            linear.cpu_kernel = kernel
+            linear.__class__ = KernelLinear
+        for attention in self.attentions:
+            attention.__class__ = FastWavLMAttention
+        try:
+            yield self
+        finally:
+            for linear in self.linears:
+                linear.__class__ = torch.nn.Linear
+                del linear.cpu_kernel
+            for attention in self.attentions:
+                attention.__class__ = WavLMAttention
+
+
+def has_bf16_instructions(flags=None):
+    """Whether the processor computes in bf16 (avx512_bf16 or AMX), from its flags.
+
+    Example
+    -------
+    >>> has_bf16_instructions({"flags": ["avx2", "avx512_bf16"]})
+    True
+    """
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags["flags"] for flag in BF16_INSTRUCTIONS)
+
+
+def _probe_seconds(probe, path, precision, repeats=PROBE_REPEATS):
+    """Median seconds of ``probe()`` on a path, in a precision (one untimed call first)."""
+    seconds = []
+    with path.applied(), torch.inference_mode(), _precision_context(precision):
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            probe()
+            seconds.append(time.perf_counter() - start)
+    return sorted(seconds[1:])[repeats // 2]
+
+
+def _precision_context(precision):
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
+    """Run CPU inference of ``modules`` through the fastest path for ``precision``.
+
+    Arguments
+    ---------
+    modules : torch.nn.Module
+        The modules that inference runs (their ``nn.Linear`` and WavLM
+        attention instances are switched for the block, then restored).
+    precision : str
+        One of ``CPU_INFERENCE_PRECISIONS``; "bf16" enters bf16 autocast for the block.
+    backend : str
+        fp32 kernel: "auto" (measured), "aten" or "onednn"; ignored for int8
+        and bf16 (autocast runs ``F.linear``).
+    probe : callable, optional
+        ``probe()`` runs one representative forward; needed by ``"auto"``
+        precision on processors with bf16 instructions.
+
+    Yields
+    ------
+    CpuInferencePlan
+
+    Example
+    -------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> inputs = torch.randn(4, 8)
+    >>> with torch.inference_mode(), cpu_inference(model, "fp32") as plan:
+    ...     fast = model(inputs)
+    >>> torch.allclose(fast, model(inputs), atol=1e-5), plan.backend in FP32_BACKENDS
+    (True, True)
+    """
+    if precision not in CPU_INFERENCE_PRECISIONS:
+        raise ValueError(f"unknown CPU precision {precision!r} "
+                         f"(expected one of {CPU_INFERENCE_PRECISIONS})")
+    if backend not in ("auto", *FP32_BACKENDS):
+        raise ValueError(f"unknown CPU backend {backend!r} (expected auto or {FP32_BACKENDS})")
+    measurements = {}
+    linears = [module for module in modules.modules() if type(module) is torch.nn.Linear]
+    fp32_backend = backend
+    if backend == "auto":
+        fp32_backend = "aten"
+        if linears and precision in ("fp32", "auto"):
+            fp32_backend, measurements["fp32_backend_gmacs_per_s"] = choose_fp32_backend(linears)
+    chosen = precision
+    if precision == "auto":
+        chosen = "fp32"
+        if not has_bf16_instructions():
+            measurements["auto"] = f"fp32: no {' / '.join(BF16_INSTRUCTIONS)} on this CPU"
+        elif probe is None:
+            measurements["auto"] = "fp32: no probe to measure bf16 with"
+        else:
+            fp32_path = CpuInferencePath(modules, fp32_backend)
+            bf16_path = CpuInferencePath(modules, "aten")
+            seconds = {"fp32": _probe_seconds(probe, fp32_path, "fp32"),
+                       "bf16": _probe_seconds(probe, bf16_path, "bf16")}
+            measurements["probe_seconds"] = seconds
+            chosen = min(seconds, key=seconds.get)
+    kernel = {"fp32": fp32_backend, "bf16": "aten", "int8": "int8"}[chosen]
+    plan = CpuInferencePlan(chosen, kernel, precision, backend, measurements)
+    with CpuInferencePath(modules, kernel).applied(), _precision_context(chosen):
+        yield plan

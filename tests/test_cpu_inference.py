@@ -1,0 +1,93 @@
+"""Tests of ssl_ctc.cpu_inference: Hugging Face's outputs, classes restored, records."""
+
+import pytest
+import torch
+from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
+
+from ssl_ctc.cpu_inference import FastWavLMAttention, cpu_inference, has_bf16_instructions
+from ssl_ctc.front_end import use_matmul_front_end
+
+SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "intermediate_size": 128, "conv_dim": (32,) * 7, "feat_extract_norm": "layer",
+         "do_stable_layer_norm": True}
+
+
+def _model(config_class, model_class):
+    torch.manual_seed(0)
+    model = model_class(config_class(**SMALL)).eval()
+    use_matmul_front_end(model)
+    head = torch.nn.Linear(SMALL["hidden_size"], 31)
+    return torch.nn.ModuleDict({"ssl": model, "head": head})
+
+
+def _padded_batch():
+    wavs = torch.randn(3, 8000)
+    mask = torch.ones(3, 8000, dtype=torch.long)
+    mask[1, 6000:] = 0
+    mask[2, 3000:] = 0
+    return wavs * mask, mask
+
+
+def _forward(modules, wavs, mask):
+    hidden = modules["ssl"](wavs, attention_mask=mask).last_hidden_state
+    return modules["head"](hidden)
+
+
+@pytest.mark.parametrize("classes", [(WavLMConfig, WavLMModel), (HubertConfig, HubertModel)])
+@pytest.mark.parametrize("backend", ["aten", "onednn", "auto"])
+def test_fp32_matches_hugging_face_on_padded_batches(classes, backend):
+    modules = _model(*classes)
+    wavs, mask = _padded_batch()
+    keys = list(modules.state_dict())
+    with torch.inference_mode():
+        expected = _forward(modules, wavs, mask)
+        with cpu_inference(modules, "fp32", backend) as plan:
+            fast = _forward(modules, wavs, mask)
+            assert plan.precision == "fp32" and plan.backend in ("aten", "onednn")
+    assert (fast - expected).abs().max() < 1e-4
+    assert list(modules.state_dict()) == keys
+    assert all(type(module) is not FastWavLMAttention for module in modules.modules())
+
+
+def test_int8_close_and_bf16_close_on_wavlm():
+    modules = _model(WavLMConfig, WavLMModel)
+    wavs, mask = _padded_batch()
+    with torch.inference_mode():
+        expected = _forward(modules, wavs, mask)
+        for precision, tolerance in (("int8", 0.1), ("bf16", 0.1)):
+            with cpu_inference(modules, precision) as plan:
+                output = _forward(modules, wavs, mask).float()
+            assert plan.precision == precision
+            assert (output - expected).norm() / expected.norm() < tolerance
+
+
+def test_auto_precision_is_fp32_without_bf16_instructions_and_recorded():
+    modules = _model(WavLMConfig, WavLMModel)
+    wavs, mask = _padded_batch()
+    with torch.inference_mode(), cpu_inference(
+            modules, "auto", probe=lambda: _forward(modules, wavs, mask)) as plan:
+        _forward(modules, wavs, mask)
+    record = plan.record()
+    assert record["cpu_requested_precision"] == "auto"
+    assert record["cpu_precision"] in ("fp32", "bf16")
+    if not has_bf16_instructions():
+        assert record["cpu_precision"] == "fp32"
+    assert "flags" in record["cpu_flags"]
+
+
+def test_gradients_and_training_keep_the_original_path():
+    modules = _model(WavLMConfig, WavLMModel).train()
+    wavs, mask = _padded_batch()
+    with cpu_inference(modules, "int8"):
+        loss = _forward(modules, wavs, mask).square().mean()
+    loss.backward()
+    assert modules["head"].weight.grad is not None
+
+
+def test_unknown_names_fail_fast():
+    with pytest.raises(ValueError, match="precision"):
+        with cpu_inference(torch.nn.Linear(2, 2), "fp8"):
+            pass
+    with pytest.raises(ValueError, match="backend"):
+        with cpu_inference(torch.nn.Linear(2, 2), "fp32", "cuda"):
+            pass
