@@ -13,6 +13,8 @@ strategy's Brain. Data flows one way, and each arrow has one home:
 - ``lm_decoding``: the KenLM beam search and its worker pool;
 - ``checkpoints``: checkpoints that survive a killed run;
 - ``recipe``: the sequence every strategy script runs;
+- ``inference`` and ``transcription``: the experiment's ``inference/`` folder (``EncoderASR``)
+  and what ``transcribe.py`` runs;
 - ``benchmark_settings``, ``timing``, ``macs``, ``records``, ``summary``: what the five tests
   (``benchmark.py``) use;
 - ``random_encoders``, ``synthetic_utterances``, ``reference_workloads``, ``speed_overheads``,

@@ -23,6 +23,7 @@ from ssl_ctc.benchmark_settings import BenchmarkSettings
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import MERGED_TRAIN_CSV, count_ctc_shortfalls, dataio_prepare
 from ssl_ctc.errors import ConfigurationError
+from ssl_ctc.inference import write_inference_folder
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def run_recipe(brain_class, argv=None):
     if if_main_process():
         with unwrapped_modules(brain):
             brain.benchmark_records = brain.run_benchmark(test_datasets, benchmark_settings)
+            write_inference_folder(brain)  # <output_folder>/inference/, for EncoderASR
     return brain
 
 
