@@ -25,9 +25,17 @@ the five tests: data loading, forward, decoding) is measured against a bare
 the same run; and the CPU (or GPU) time with the LM against without it, at the
 YAML's beam settings, with ``benchmark.py``'s overlapped LM decoder.
 
-Optional: another precision (``--precision bf16`` adds fp32 rows and reports the
-speed-up), other thread counts (``--threads 2 1``), ``torch.compile``
-(``--compile``), a GPU (``--device cuda``), and the WER change of the precision on
+On CPU every variant runs through ``ssl_ctc.cpu_inference`` (the five tests'
+default: the fastest exact fp32 backend, measured at start), beside the baseline
+on Hugging Face's own path (before this change), in int8, in bf16 where the CPU
+has bf16 instructions, and exported to ONNX in ONNX Runtime's CPU session (fp32
+and int8): same batches, same round-robin. The matmul limits are measured the
+same way: ``F.linear``, oneDNN with packed weights (exact), int8 and bf16 GEMMs
+at one layer's shapes, beside the theoretical fp32 peak from the CPU flags.
+
+Optional: another precision (``--precision bf16`` or ``int8`` adds fp32 rows and
+reports the speed-up), other thread counts (``--threads 2 1``), ``torch.compile``
+(``--compile``), a GPU (``--device cuda``), and the WER change of bf16 and int8 on
 a trained experiment (``--wer_experiment``, e.g. a ``make demo`` run).
 
 Usage::
@@ -36,7 +44,7 @@ Usage::
     python speed_benchmark.py --architecture hubert-large --variants baseline SD2 18L
     python speed_benchmark.py --precision bf16 --threads 2 1  # + fp32 and 1-thread baseline rows
     python speed_benchmark.py --device cuda --precision fp16 --compile
-    python speed_benchmark.py --precision bf16 --wer_experiment results/demo/baseline
+    python speed_benchmark.py --wer_experiment results/demo/baseline  # WER of bf16 and int8
     python speed_benchmark.py --quick                         # tiny shapes, seconds (tests)
 
 Writes ``<output_folder>/speed.json`` (default ``results/speed/``) after each phase
@@ -47,6 +55,7 @@ Authors
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -63,6 +72,12 @@ from hyperpyyaml import load_hyperpyyaml
 
 from early_exiting.brain import EarlyExitBrain
 from ssl_ctc.benchmark_settings import PAPER_TEST_BATCH_SIZE, BenchmarkSettings
+from ssl_ctc.cpu_inference import (
+    FP32_BACKENDS,
+    CpuInferencePath,
+    choose_fp32_backend,
+    has_bf16_instructions,
+)
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import make_test_loader
 from ssl_ctc.downsampling import DownsampledBrain
@@ -76,7 +91,7 @@ from ssl_ctc.random_encoders import (
     share_weights,
 )
 from ssl_ctc.recipe import check_device
-from ssl_ctc.records import cpu_name, utc_timestamp, write_atomically
+from ssl_ctc.records import cpu_flags, cpu_name, utc_timestamp, write_atomically
 from ssl_ctc.reference_workloads import (
     count_variant_macs,
     downsample_only,
@@ -85,7 +100,12 @@ from ssl_ctc.reference_workloads import (
     layer_matmuls,
 )
 from ssl_ctc.speed_overheads import measure_inference_path, precision_wer_change
-from ssl_ctc.speed_report import check_targets, print_report, ratio_gap
+from ssl_ctc.speed_report import (
+    check_targets,
+    print_report,
+    ratio_gap,
+    theoretical_fp32_peak_gmacs,
+)
 from ssl_ctc.synthetic_utterances import librispeech_like_durations, padding_fraction, write_corpus
 from ssl_ctc.timing import TimedEntry, round_robin
 
@@ -276,9 +296,13 @@ def parse_arguments(argv):
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
                         help="CPU threads; the first for every row, the others add baseline "
                         "and matmul rows (default: torch's current number)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                        help="autocast precision of the timed passes (fp16: GPU only); "
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8"],
+                        help="precision of the timed passes (fp16: GPU only; int8: CPU only); "
                         "other than fp32, fp32 baseline and matmul rows are added")
+    parser.add_argument("--cpu_backend", default="auto", choices=["auto", *FP32_BACKENDS],
+                        help="fp32 kernel of the CPU path (auto: measured at start)")
+    parser.add_argument("--skip_onnx", action="store_true",
+                        help="skip the ONNX Runtime rows (export, fp32 and int8 sessions)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile every module of every brain before timing")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
@@ -293,7 +317,9 @@ def parse_arguments(argv):
                         help="skip the five tests' path and LM measures")
     parser.add_argument("--wer_experiment", type=Path,
                         help="a trained experiment folder: its WER and CPU time in fp32 and "
-                        "in --precision (e.g. results/demo/baseline from make demo)")
+                        "in --wer_precisions (e.g. results/demo/baseline from make demo)")
+    parser.add_argument("--wer_precisions", nargs="+", default=["bf16", "int8"],
+                        choices=["bf16", "int8", "auto"], help="CPU precisions of --wer_experiment")
     parser.add_argument("--output_folder", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--seed", type=int, default=1986, help="seed of the synthetic signals")
     parser.add_argument("--quick", action="store_true",
@@ -304,13 +330,13 @@ def parse_arguments(argv):
             setattr(arguments, key, value)
     if arguments.precision == "fp16" and not arguments.device.startswith("cuda"):
         parser.error("--precision fp16 needs --device cuda (use bf16 on CPU)")
+    if arguments.precision == "int8" and arguments.device.startswith("cuda"):
+        parser.error("--precision int8 is CPU only")
     check_device(arguments.device)
     if arguments.min_seconds > arguments.max_seconds or arguments.min_seconds <= 0:
         parser.error("need 0 < --min_seconds <= --max_seconds")
     if arguments.num_utterances < 1 or arguments.repeats < 1:
         parser.error("--num_utterances and --repeats must be at least 1")
-    if arguments.wer_experiment is not None and arguments.precision == "fp32":
-        parser.error("--wer_experiment compares fp32 with --precision bf16 (or fp16)")
     arguments.variants = ["baseline"] + [name for name in arguments.variants if name != "baseline"]
     arguments.lm_path = None if arguments.lm_path.lower() == "none" else arguments.lm_path
     return arguments
@@ -359,31 +385,63 @@ def prepare(arguments, work_folder):
     }
 
 
-def timed_entries(brains, front_end, hf_front_end, matmul_batch, precision, threads, extra):
+# Kernel of the linear layers for each precision on the CPU path (bf16: autocast's F.linear).
+PATH_KERNELS = {"bf16": "aten", "int8": "int8"}
+
+
+def cpu_path_runner(device, fp32_backend, kernel_cache):
+    """``run_of(brain, precision)``: the brain's batch function on the five tests' path.
+
+    On CPU, ``brain.infer_batch`` inside ``ssl_ctc.cpu_inference``'s path for the
+    precision (applied and undone around each batch: a class swap, the weights
+    packed once in ``kernel_cache``); on GPU, ``brain.infer_batch``.
+    """
+
+    def run_of(brain, precision):
+        if device.startswith("cuda"):
+            return brain.infer_batch
+        path = CpuInferencePath(brain.modules, PATH_KERNELS.get(precision, fp32_backend),
+                                kernel_cache)
+
+        def run_batch(wavs, wav_lens):
+            with path.applied():
+                return brain.infer_batch(wavs, wav_lens)
+
+        return run_batch
+
+    return run_of
+
+
+def timed_entries(brains, run_of, front_end, hf_front_end, matmul_batch, precision, threads,
+                  extra, cpu_rows):
     """The round-robin's rows: variants, downsamplers alone, front end, matmul, extra settings.
 
     Arguments
     ---------
     brains : dict
         Name -> brain.
+    run_of : callable
+        ``run_of(brain, precision)`` -> batch function (``cpu_path_runner``).
     front_end : callable
         The baseline's CNN front end as a batch function.
     hf_front_end : callable
         The same with Hugging Face's convolution layers.
     matmul_batch : callable
-        See ``layer_matmuls``.
+        See ``layer_matmuls`` (``F.linear``).
     precision : str
         Precision of the main rows.
     threads : int
         Threads of the main rows.
     extra : list of tuple
         ``(precision, threads)`` of the additional baseline and matmul rows.
+    cpu_rows : list of tuple
+        ``(label, batch function, precision)``: CPU paths, engines and GEMMs compared.
 
     Returns
     -------
     list of TimedEntry
     """
-    entries = [TimedEntry(name, brain.infer_batch, precision, threads)
+    entries = [TimedEntry(name, run_of(brain, precision), precision, threads)
                for name, brain in brains.items()]
     entries += [TimedEntry(f"{name} downsampler", downsample_only(brain), precision, threads)
                 for name, brain in brains.items()
@@ -395,11 +453,112 @@ def timed_entries(brains, front_end, hf_front_end, matmul_batch, precision, thre
     for extra_precision, extra_threads in extra:
         suffix = f"{extra_precision} {extra_threads} threads"
         entries += [
-            TimedEntry(f"baseline {suffix}", brains["baseline"].infer_batch, extra_precision,
-                       extra_threads),
+            TimedEntry(f"baseline {suffix}", run_of(brains["baseline"], extra_precision),
+                       extra_precision, extra_threads),
             TimedEntry(f"matmul {suffix}", matmul_batch, extra_precision, extra_threads),
         ]
+    entries += [TimedEntry(label, run_batch, row_precision, threads)
+                for label, run_batch, row_precision in cpu_rows]
     return entries
+
+
+def encoder_differences(brain, paths, batches):
+    """Each path's encoder output against Hugging Face's path on every batch (fp32 reference).
+
+    Arguments
+    ---------
+    brain : ssl_ctc.SSLCTCBrain
+        The baseline.
+    paths : dict
+        Precision -> ``CpuInferencePath`` of the brain's modules.
+    batches : list of tuple
+        CPU batches.
+
+    Returns
+    -------
+    dict
+        Precision -> ``max_abs_diff`` and ``relative_error`` (Frobenius) of ``brain.encode``.
+    """
+    differences = {}
+    with torch.inference_mode():
+        references = [brain.encode(wavs, wav_lens) for wavs, wav_lens in batches]
+        for precision, path in paths.items():
+            autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                        else contextlib.nullcontext())
+            with path.applied(), autocast:
+                outputs = [brain.encode(wavs, wav_lens).float() for wavs, wav_lens in batches]
+            differences[precision] = {
+                "max_abs_diff": max(float((output - reference).abs().max())
+                                    for output, reference in zip(outputs, references,
+                                                                 strict=True)),
+                "relative_error": max(float((output - reference).norm() / reference.norm())
+                                      for output, reference in zip(outputs, references,
+                                                                   strict=True)),
+            }
+    return differences
+
+
+def onnx_rows(brain, batches, threads, folder):
+    """ONNX Runtime fp32 and int8 sessions of the baseline as rows, or why export failed.
+
+    Returns
+    -------
+    tuple
+        ``(rows, report)``: ``(label, batch function, "fp32")`` rows and a dict with
+        the export's outcome (``error`` naming the failing step) and each session's
+        largest log-prob difference from the brain's own (fp32) forward.
+    """
+    try:
+        from ssl_ctc.onnx_export import (
+            export_acoustic_model,
+            onnx_batch_function,
+            onnx_session,
+        )
+    except ImportError as error:
+        return [], {"error": f"onnx/onnxruntime not installed: {error}"}
+    report = {}
+    try:
+        path = export_acoustic_model(brain, *batches[0], folder / "acoustic_model.onnx")
+    except Exception as error:  # the exporter's message names the failing node and line
+        return [], {"error": f"export: {type(error).__name__}: {str(error)[:2000]}"}
+    rows = []
+    with torch.inference_mode():
+        references = [brain.classify(brain.encode(wavs, wav_lens)) for wavs, wav_lens in batches]
+    for name, int8 in (("fp32", False), ("int8", True)):
+        try:
+            run_batch = onnx_batch_function(onnx_session(path, threads, int8=int8))
+            outputs = [run_batch(wavs, wav_lens) for wavs, wav_lens in batches]
+        except Exception as error:
+            report[name] = {"error": f"{type(error).__name__}: {str(error)[:2000]}"}
+            continue
+        report[name] = {"max_abs_log_prob_diff": max(
+            float((output - reference).abs().max())
+            for output, reference in zip(outputs, references, strict=True))}
+        rows.append((f"baseline onnx {name}", run_batch, "fp32"))
+    return rows, report
+
+
+def compared_rows(cpu_rows, medians, baseline_macs, matmul_macs, precision):
+    """The compared CPU rows against the baseline on the five tests' path (``medians["baseline"]``).
+
+    Returns
+    -------
+    dict
+        ``rows``: label -> median seconds, GMAC/s and speed-up over the main
+        baseline row (> 1: faster); ``best_exact_fp32_matmul_gmacs_per_s`` (F.linear
+        or oneDNN, whichever is faster) and the baseline's fraction of it.
+    """
+    rows = {}
+    for label, _, _ in [("baseline", None, precision), *cpu_rows]:
+        macs = matmul_macs if label.startswith("matmul") else baseline_macs
+        rows[label] = {"median_time_s": medians[label],
+                       "gmacs_per_s": macs / medians[label] / 1e9,
+                       "speedup_vs_baseline": medians["baseline"] / medians[label]}
+    exact = [medians[label] for label in ("matmul", "matmul onednn") if label in medians]
+    best = matmul_macs / min(exact) / 1e9
+    return {"rows": rows, "main_precision": precision,
+            "best_exact_fp32_matmul_gmacs_per_s": best,
+            "baseline_fraction_of_best_exact_fp32_matmul": rows["baseline"]["gmacs_per_s"] / best}
 
 
 def variant_rows(brains, macs, times, cpu_times):
@@ -486,16 +645,50 @@ def run(arguments, work_folder):
     batches = [(wavs.to(device), wav_lens.to(device)) for wavs, wav_lens in cpu_batches]
     extra = [("fp32", threads)] if precision != "fp32" else []
     extra += [(precision, other) for other in arguments.threads[1:]]
+    on_cpu = not device.startswith("cuda")
+    cpu_paths, cpu_rows = {"flags": cpu_flags()}, []
+    fp32_backend, kernel_cache = arguments.cpu_backend, {}
+    if on_cpu:
+        print("choosing the CPU path, exporting to ONNX ...", flush=True)
+        if fp32_backend == "auto":
+            linears = [module for module in baseline.modules.modules()
+                       if type(module) is torch.nn.Linear]
+            fp32_backend, cpu_paths["fp32_backend_gmacs_per_s"] = choose_fp32_backend(linears)
+        compared = ["fp32", "int8"] + (["bf16"] if has_bf16_instructions() else [])
+        cpu_paths.update(fp32_backend=fp32_backend, compared_precisions=compared,
+                         bf16_instructions=has_bf16_instructions())
+        cpu_paths["encoder_differences"] = encoder_differences(baseline, {
+            name: CpuInferencePath(baseline.modules, PATH_KERNELS.get(name, fp32_backend),
+                                   kernel_cache) for name in compared}, cpu_batches)
+    run_of = cpu_path_runner(device, fp32_backend, kernel_cache)
+    matmul_backends = ["aten"]
+    if on_cpu:
+        matmul_backends += ["onednn", "int8"] + (["bf16"] if has_bf16_instructions() else [])
+        cpu_rows.append(("baseline, HF path", baseline.infer_batch, "fp32"))
+        cpu_rows += [(f"baseline {name}", run_of(baseline, name), name)
+                     for name in compared if name != precision]
+    matmuls = {backend: layer_matmuls(config.hidden_size, config.intermediate_size,
+                                      rows_by_samples, device, backend)
+               for backend in matmul_backends}
+    cpu_rows += [(f"matmul {backend}", matmuls[backend], "fp32")
+                 for backend in matmul_backends[1:]]
+    if on_cpu and not arguments.skip_onnx:
+        rows, cpu_paths["onnx"] = onnx_rows(baseline, cpu_batches, threads, work_folder / "onnx")
+        cpu_rows += rows
     entries = timed_entries(
-        brains, front_end, front_end_only(baseline, channels_first=True),
-        layer_matmuls(config.hidden_size, config.intermediate_size, rows_by_samples, device),
-        precision, threads, extra)
+        brains, run_of, front_end, front_end_only(baseline, channels_first=True),
+        matmuls["aten"], precision, threads, extra, cpu_rows)
     print(f"timing {len(entries)} rows x {arguments.repeats} repeats ...", flush=True)
     times, cpu_times = round_robin(entries, batches, arguments.repeats, device,
                                    warmup_batches=len(batches) if arguments.compile else 1)
     medians = {label: statistics.median(seconds) for label, seconds in times.items()}
     matmul_rate = matmul_macs / medians["matmul"] / 1e9
     variants = variant_rows(brains, {**macs, "matmul": matmul_macs}, times, cpu_times)
+    if on_cpu:
+        cpu_paths.update(compared_rows(cpu_rows, medians, macs["baseline"], matmul_macs,
+                                       precision),
+                         theoretical_fp32_peak=theoretical_fp32_peak_gmacs(
+                             cpu_paths["flags"]["flags"], threads))
 
     extra_rows = []
     for extra_precision, extra_threads in extra:
@@ -553,6 +746,7 @@ def run(arguments, work_folder):
                       "hf_conv_gmacs_per_s": (front_end_macs / medians["front end, HF conv"]
                                               / 1e9)},
         "baseline_fraction_of_matmul": variants[0]["fraction_of_matmul"],
+        "cpu_paths": cpu_paths if on_cpu else None,
         "inference_path": None,
         "lm": None,
         "records": [],
@@ -567,12 +761,14 @@ def run(arguments, work_folder):
             batch_size=BATCH_SIZE, devices=[device], cpu_threads=threads, warmup_batches=1,
             cpu_precision="fp32" if device.startswith("cuda") else precision,
             gpu_precision=precision, mac_batches=1, lm_path=arguments.lm_path)
+        cpu_path = (CpuInferencePath(baseline.modules, PATH_KERNELS.get(precision, fp32_backend),
+                                     kernel_cache) if on_cpu else None)
         results.update(measure_inference_path(
-            baseline, setup["dataset"], batches, settings, arguments.repeats, device))
+            baseline, setup["dataset"], batches, settings, arguments.repeats, device, cpu_path))
         save_results(results, arguments.output_folder, complete=False)
     if arguments.wer_experiment is not None:
         results["wer_change"] = precision_wer_change(
-            arguments.wer_experiment, precision, threads, work_folder)
+            arguments.wer_experiment, arguments.wer_precisions, threads, work_folder)
     return save_results(results, arguments.output_folder, complete=True)
 
 

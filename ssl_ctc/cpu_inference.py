@@ -253,6 +253,9 @@ class CpuInferencePath:
         Searched recursively (e.g. a Brain's ``modules``).
     backend : str
         "aten", "onednn" or "int8" (see ``KERNELS``).
+    kernel_cache : dict, optional
+        ``(linear, backend) -> kernel``, shared by paths over the same layers (the
+        speed script's variants share one encoder), so that weights are packed once.
 
     Example
     -------
@@ -265,18 +268,25 @@ class CpuInferencePath:
     ('Linear', ['0.weight', '0.bias'])
     """
 
-    def __init__(self, modules, backend):
+    def __init__(self, modules, backend, kernel_cache=None):
         self.linears = [module for module in modules.modules() if type(module) is torch.nn.Linear]
         self.attentions = [module for module in modules.modules()
                            if type(module) is WavLMAttention]
         self.backend = backend
+        self.kernel_cache = {} if kernel_cache is None else kernel_cache
         self.kernels = None
+
+    def _kernel(self, linear):
+        key = (linear, self.backend)
+        if key not in self.kernel_cache:
+            self.kernel_cache[key] = KERNELS[self.backend](linear)
+        return self.kernel_cache[key]
 
     @contextlib.contextmanager
     def applied(self):
         """Swap the classes in (packing the weights the first time); restore them on exit."""
         if self.kernels is None:
-            self.kernels = [KERNELS[self.backend](linear) for linear in self.linears]
+            self.kernels = [self._kernel(linear) for linear in self.linears]
         for linear, kernel in zip(self.linears, self.kernels, strict=True):
             linear.cpu_kernel = kernel
             linear.__class__ = KernelLinear

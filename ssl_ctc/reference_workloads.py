@@ -8,17 +8,20 @@ Usage::
 import torch
 from speechbrain.integrations.huggingface.wav2vec2 import make_padding_masks
 
+from ssl_ctc.cpu_inference import KERNELS
 from ssl_ctc.macs import count_macs
 
 
-def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device):
+def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device, backend="aten"):
     """The linear layers of one transformer layer, as a batch function.
 
     For a batch: the Q, K, V and output projections (``hidden x hidden``) and
     the feed-forward pair (``hidden x intermediate``, ``intermediate x hidden``)
-    with ``torch.nn.functional.linear``, the op of ``nn.Linear``, on ``rows x
-    hidden`` inputs, ``rows`` being the batch's utterances times its padded
-    encoder frames. ``layer_macs_per_row`` gives the MACs of one row.
+    on ``rows x hidden`` inputs, ``rows`` being the batch's utterances times its
+    padded encoder frames, with a backend: "aten" (``torch.nn.functional.linear``,
+    the op of ``nn.Linear``), "onednn" or "int8" (``ssl_ctc.cpu_inference.KERNELS``,
+    CPU), or "bf16" (``F.linear`` on bf16 operands). ``layer_macs_per_row`` gives
+    the MACs of one row.
 
     Arguments
     ---------
@@ -30,6 +33,8 @@ def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device):
         Padded samples of a batch -> its rows.
     device : str
         Where the operands live.
+    backend : str
+        "aten", "onednn", "int8" or "bf16".
 
     Returns
     -------
@@ -41,25 +46,42 @@ def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device):
     >>> run_batch = layer_matmuls(8, 16, {1600: 10}, "cpu")
     >>> run_batch(torch.zeros(2, 1600), None).shape
     torch.Size([10, 8])
+    >>> layer_matmuls(8, 16, {1600: 10}, "cpu", "int8")(torch.zeros(2, 1600), None).shape
+    torch.Size([10, 8])
     """
     generator = torch.Generator().manual_seed(0)
 
     def operand(*shape):
         return torch.randn(*shape, generator=generator).to(device)
 
-    projections = [(operand(hidden_size, hidden_size), operand(hidden_size)) for _ in range(4)]
-    feed_in = (operand(intermediate_size, hidden_size), operand(intermediate_size))
-    feed_out = (operand(hidden_size, intermediate_size), operand(hidden_size))
-    inputs = {samples: operand(rows, hidden_size) for samples, rows in rows_by_samples.items()}
+    shapes = [(hidden_size, hidden_size)] * 4 + [(intermediate_size, hidden_size),
+                                                   (hidden_size, intermediate_size)]
+    kernels = []
+    for out_features, in_features in shapes:
+        linear = torch.nn.Linear(in_features, out_features, device=device)
+        with torch.no_grad():
+            linear.weight.copy_(operand(out_features, in_features))
+            linear.bias.copy_(operand(out_features))
+        kernels.append(_matmul_kernel(linear, backend))
+    dtype = torch.bfloat16 if backend == "bf16" else torch.float32
+    inputs = {samples: operand(rows, hidden_size).to(dtype)
+              for samples, rows in rows_by_samples.items()}
 
     def run_batch(wavs, wav_lens):
         rows = inputs[wavs.shape[1]]
-        for weight, bias in projections:
-            torch.nn.functional.linear(rows, weight, bias)
-        hidden = torch.nn.functional.linear(rows, *feed_in)
-        return torch.nn.functional.linear(hidden, *feed_out)
+        for kernel in kernels[:4]:
+            kernel(rows)
+        return kernels[5](kernels[4](rows))
 
     return run_batch
+
+
+def _matmul_kernel(linear, backend):
+    """``inputs -> linear(inputs)`` through a backend (see ``layer_matmuls``)."""
+    if backend == "bf16":
+        weight, bias = linear.weight.detach().bfloat16(), linear.bias.detach().bfloat16()
+        return lambda inputs: torch.nn.functional.linear(inputs, weight, bias)
+    return KERNELS[backend](linear)
 
 
 def layer_macs_per_row(hidden_size, intermediate_size):

@@ -13,7 +13,7 @@ from ssl_ctc.reference_workloads import bare_forward
 from ssl_ctc.timing import TimedEntry
 
 
-def measure_inference_path(brain, dataset, batches, settings, repeats, device):
+def measure_inference_path(brain, dataset, batches, settings, repeats, device, cpu_path=None):
     """The five tests' inference path against a bare forward, alternated, on the same batches.
 
     Each repeat times one pass of ``bare_forward`` over the batches, one with
@@ -38,6 +38,8 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device):
         Number of alternations.
     device : str
         Device of the bare forward and of the timed tests.
+    cpu_path : ssl_ctc.cpu_inference.CpuInferencePath, optional
+        The path the bare forwards run in (the tests' own path on CPU).
 
     Returns
     -------
@@ -47,7 +49,8 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device):
     kind = "gpu" if device.startswith("cuda") else "cpu"
     precision = settings.gpu_precision if kind == "gpu" else settings.cpu_precision
     bare, masked = (
-        TimedEntry(label, bare_forward(brain, masked=with_mask), precision, settings.cpu_threads)
+        TimedEntry(label, _on_path(bare_forward(brain, masked=with_mask), cpu_path), precision,
+                   settings.cpu_threads)
         for label, with_mask in (("bare forward + argmax", False), ("masked forward", True)))
     bare.time_pass(batches[: settings.warmup_batches], device)
     masked.time_pass(batches[: settings.warmup_batches], device)
@@ -107,6 +110,18 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device):
     return {"inference_path": path, "lm": lm, "records": records}
 
 
+def _on_path(run_batch, cpu_path):
+    """``run_batch`` inside ``cpu_path`` (applied around each batch); itself without one."""
+    if cpu_path is None:
+        return run_batch
+
+    def run_on_path(wavs, wav_lens):
+        with cpu_path.applied():
+            return run_batch(wavs, wav_lens)
+
+    return run_on_path
+
+
 def paired_overhead(times, reference_times):
     """Median over repeats of ``times[i] / reference_times[i]``, minus 1.
 
@@ -122,20 +137,21 @@ def paired_overhead(times, reference_times):
     return statistics.median(ratios) - 1
 
 
-def precision_wer_change(experiment, precision, threads, work_folder):
-    """WER and CPU time of a trained experiment's test sets in fp32 and in ``precision``.
+def precision_wer_change(experiment, precisions, threads, work_folder):
+    """WER and CPU time of a trained experiment's test sets in fp32 and in each of ``precisions``.
 
     Reruns the recipe itself (``ssl_ctc.run_recipe`` with ``--test_only``) on the
-    experiment's saved ``hyperparams.yaml`` and best checkpoint, twice, with
-    ``--benchmark_cpu_precision`` fp32 then ``precision``, greedy decoding on CPU.
+    experiment's saved ``hyperparams.yaml`` and best checkpoint, once per precision,
+    with ``--benchmark_cpu_precision`` fp32 then each of ``precisions``, greedy
+    decoding on CPU.
     Records go to ``work_folder``, never to the experiment's folder.
 
     Arguments
     ---------
     experiment : Path
         Folder of a finished run (``hyperparams.yaml`` and ``save/``).
-    precision : str
-        The precision to compare with fp32.
+    precisions : list of str
+        The CPU precisions to compare with fp32 ("bf16", "int8", "auto").
     threads : int
         CPU threads.
     work_folder : Path
@@ -144,12 +160,13 @@ def precision_wer_change(experiment, precision, threads, work_folder):
     Returns
     -------
     dict
-        Per test set and precision: WER and CPU greedy time; the WER change and speed-up.
+        Per test set and precision: WER, CPU time, what the record says ran
+        (``cpu_precision``: what "auto" chose); per precision the WER change and speed-up.
     """
     hparams_file = experiment / "hyperparams.yaml"
     brain_class = experiment_brain_class(experiment)
     measures = {}
-    for name in ("fp32", precision):
+    for name in ("fp32", *precisions):
         output_folder = work_folder / f"wer_{name}"
         brain = run_recipe(brain_class, [
             str(hparams_file), "--test_only", "--output_folder", str(output_folder),
@@ -160,8 +177,12 @@ def precision_wer_change(experiment, precision, threads, work_folder):
         for record in brain.benchmark_records:
             if record["test"] == "cpu_greedy":
                 measures.setdefault(record["test_set"], {})[name] = {
-                    "wer": record["wer"], "time_s": record["total_time_s"]}
+                    "wer": record["wer"], "time_s": record["total_time_s"],
+                    "cpu_precision": record.get("cpu_precision"),
+                    "cpu_backend": record.get("cpu_backend")}
     for results in measures.values():
-        results["wer_change"] = results[precision]["wer"] - results["fp32"]["wer"]
-        results["speedup"] = results["fp32"]["time_s"] / results[precision]["time_s"]
-    return {"experiment": str(experiment), "precision": precision, "test_sets": measures}
+        results["changes"] = {
+            name: {"wer_change": results[name]["wer"] - results["fp32"]["wer"],
+                   "speedup": results["fp32"]["time_s"] / results[name]["time_s"]}
+            for name in precisions}
+    return {"experiment": str(experiment), "precisions": list(precisions), "test_sets": measures}

@@ -6,14 +6,105 @@ Usage::
     print_report(results)
 """
 
+from pathlib import Path
+
 from ssl_ctc.benchmark_settings import PAPER_TEST_BATCH_SIZE as BATCH_SIZE
 
 TARGETS = {
     "time_ratio_vs_gmacs_ratio": 0.10,  # |time ratio / GMACs ratio - 1|, every variant
     "fraction_of_matmul": 0.60,  # baseline GMAC/s over matmul GMAC/s, at least
+    "fp32_path_speedup": 1.5,  # Hugging Face's path time over the CPU path's, at least
+    "fp32_path_max_abs_diff": 1e-4,  # encoder outputs, CPU path vs Hugging Face's, at most
+    "fraction_of_best_fp32_matmul": 0.60,  # against F.linear or oneDNN, the faster, at least
+    "bf16_speedup": 2.0,  # fp32 CPU path time over bf16's, at least (bf16 CPUs)
+    "int8_speedup": 1.8,  # fp32 CPU path time over int8's, at least
     "inference_path_overhead": 0.05,  # benchmark path over bare forward + argmax, at most
     "lm_overhead": 0.20,  # time with the LM over time without, minus 1, at most
 }
+
+
+# Fused multiply-add pipes per core assumed by the theoretical peak (Zen 2-4, Intel since Haswell).
+FMA_PIPES_PER_CORE = 2
+
+
+def theoretical_fp32_peak_gmacs(flags, threads, cpuinfo=Path("/proc/cpuinfo")):
+    """fp32 GMAC/s peak: threads x SIMD lanes x FMA pipes x the clock /proc/cpuinfo reports.
+
+    ``None`` where the vector width or the clock is unknown. The clock is the
+    reported one (a VM's nominal clock; turbo and throttling differ).
+
+    Example
+    -------
+    >>> peak = theoretical_fp32_peak_gmacs(["avx2", "fma"], 2)
+    >>> peak is None or peak["gmacs_per_s"] > 0
+    True
+    """
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags and "fma" in flags else None
+    megahertz = None
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                megahertz = float(line.split(":", 1)[1])
+                break
+    if lanes is None or megahertz is None:
+        return None
+    return {"gmacs_per_s": threads * lanes * FMA_PIPES_PER_CORE * megahertz / 1e3,
+            "lanes": lanes, "fma_pipes_per_core": FMA_PIPES_PER_CORE, "mhz": megahertz,
+            "threads": threads}
+
+
+def cpu_path_targets(cpu_paths):
+    """The CPU-path targets: fp32 speed-up and exactness, fraction of the best GEMM, bf16, int8.
+
+    Example
+    -------
+    >>> rows = {"baseline": {"median_time_s": 1.0}, "baseline, HF path": {"median_time_s": 1.6},
+    ...         "baseline int8": {"median_time_s": 0.5}}
+    >>> cpu_paths = {"rows": rows, "main_precision": "fp32", "bf16_instructions": False,
+    ...              "baseline_fraction_of_best_exact_fp32_matmul": 0.7,
+    ...              "encoder_differences": {"fp32": {"max_abs_diff": 1e-5}}}
+    >>> [(row["target"], row["met"]) for row in cpu_path_targets(cpu_paths)]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('fp32_path_speedup', True), ('fp32_path_max_abs_diff', True),
+     ('fraction_of_best_fp32_matmul', True), ('bf16_speedup', None), ('int8_speedup', True)]
+    """
+    rows = cpu_paths["rows"]
+    main = cpu_paths["main_precision"]
+
+    def fp32_time():
+        label = "baseline" if main == "fp32" else next(
+            (label for label in rows if label.startswith("baseline fp32")), None)
+        return None if label is None else rows[label]["median_time_s"]
+
+    def speedup(label):
+        reference = fp32_time()
+        if reference is None or label not in rows:
+            return None
+        return reference / rows[label]["median_time_s"]
+
+    precision_label = {name: "baseline" if main == name else f"baseline {name}"
+                       for name in ("bf16", "int8")}
+    fp32_reference = fp32_time()
+    values = {
+        "fp32_path_speedup": (None if fp32_reference is None
+                              else rows["baseline, HF path"]["median_time_s"] / fp32_reference),
+        "fp32_path_max_abs_diff": cpu_paths["encoder_differences"]["fp32"]["max_abs_diff"],
+        "fraction_of_best_fp32_matmul": (
+            cpu_paths["baseline_fraction_of_best_exact_fp32_matmul"] if main == "fp32" else None),
+        "bf16_speedup": speedup(precision_label["bf16"]),
+        "int8_speedup": speedup(precision_label["int8"]),
+    }
+    targets = []
+    for key, value in values.items():
+        at_most = key == "fp32_path_max_abs_diff"
+        met = None if value is None else (value <= TARGETS[key] if at_most
+                                          else value >= TARGETS[key])
+        subject = "baseline"
+        if key == "bf16_speedup" and not cpu_paths["bf16_instructions"]:
+            subject = "no bf16 instructions"
+        targets.append({"target": key, "subject": subject, "value": value, "cpu_value": None,
+                        "limit": TARGETS[key], "met": met, "kind": "absolute"})
+    return targets
 
 
 def ratio_gap(time_ratio, gmacs_ratio):
@@ -70,12 +161,21 @@ def check_targets(results):
         rows.append({"target": key, "subject": subject, "value": value, "cpu_value": None,
                      "limit": TARGETS[key],
                      "met": None if value is None else value <= TARGETS[key]})
+    if results.get("cpu_paths") and "rows" in results["cpu_paths"]:
+        rows += cpu_path_targets(results["cpu_paths"])
     return rows
 
 
 def print_report(results):
-    """Print the tables of a ``speed.json``."""
+    """Print the tables of a ``speed.json`` (the CPU's flags first)."""
     settings = results["settings"]
+    cpu_paths = results.get("cpu_paths")
+    if cpu_paths:
+        flags = cpu_paths["flags"]
+        print(f"\nCPU flags: {' '.join(flags['flags']) or 'none of the listed'}; torch "
+              f"capability {flags['capability']}, quantized engine {flags['quantized_engine']}, "
+              f"{flags['cores']} cores; bf16 instructions: "
+              f"{'yes' if cpu_paths['bf16_instructions'] else 'no'}")
     print(f"\n{settings['architecture']} ({results['encoder_parameters'] / 1e6:.1f} M parameters"
           f"{', tiny shapes' if settings['quick'] else ''}) on {results['device_name']}, "
           f"{settings['device']}, {settings['threads'][0]} threads, {settings['precision']}"
@@ -129,15 +229,58 @@ def print_report(results):
               f"{lm['greedy_median_s']:.3f} s: {100 * lm['overhead']:+.1f} % (beam search "
               f"{lm['beam_search_cpu_median_s']:.3f} s of CPU, waited {lm['lm_wait_median_s']:.3f}"
               f" s at the end)")
-    for test_set, change in (results.get("wer_change") or {}).get("test_sets", {}).items():
-        precision = results["wer_change"]["precision"]
-        print(f"{precision} on {test_set}: WER {change['fp32']['wer']:.2f} -> "
-              f"{change[precision]['wer']:.2f} ({change['wer_change']:+.2f}), CPU time x"
-              f"{1 / change['speedup']:.2f} (speed-up {change['speedup']:.2f})")
+    if cpu_paths and "rows" in cpu_paths:
+        _print_cpu_paths(cpu_paths)
+    wer_change = results.get("wer_change") or {}
+    for test_set, measures in wer_change.get("test_sets", {}).items():
+        for precision, change in measures["changes"].items():
+            print(f"{precision} (ran {measures[precision]['cpu_precision']}, "
+                  f"{measures[precision]['cpu_backend']}) on {test_set}: WER "
+                  f"{measures['fp32']['wer']:.2f} -> {measures[precision]['wer']:.2f} "
+                  f"({change['wer_change']:+.2f}), CPU test time speed-up x{change['speedup']:.2f}")
     print("\ntargets (on wall time; CPU time in brackets):")
     for row in results["targets"]:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[row["met"]]
+        if row.get("kind") == "absolute":
+            value = "-" if row["value"] is None else f"{row['value']:.3g}"
+            print(f"  {row['target']:<28} {row['subject']:<20} {value:>9}  "
+                  f"limit {row['limit']:g}  {verdict}")
+            continue
         value = "-" if row["value"] is None else f"{100 * row['value']:+.1f} %"
         cpu_value = "" if row["cpu_value"] is None else f"({100 * row['cpu_value']:+.1f} %)"
-        print(f"  {row['target']:<27} {row['subject']:<15} {value:>9} {cpu_value:>10}  "
+        print(f"  {row['target']:<28} {row['subject']:<20} {value:>9} {cpu_value:>10}  "
               f"limit {100 * row['limit']:.0f} %  {verdict}")
+
+
+def _print_cpu_paths(cpu_paths):
+    """The CPU paths, engines and GEMM limits, side by side."""
+    rates = cpu_paths.get("fp32_backend_gmacs_per_s")
+    measured = ("" if not rates else " (measured at start: " + ", ".join(
+        f"{name} {rate:.1f}" for name, rate in rates.items()) + " GMAC/s)")
+    print(f"\nCPU paths (same batches, same round-robin); fp32 backend "
+          f"{cpu_paths['fp32_backend']}{measured}; 'baseline' is the five tests' path in "
+          f"{cpu_paths['main_precision']}:")
+    for label, row in cpu_paths["rows"].items():
+        print(f"  {label:<28} median {row['median_time_s']:8.3f} s  {row['gmacs_per_s']:7.1f} "
+              f"GMAC/s  x{row['speedup_vs_baseline']:.2f} the baseline's speed")
+    for precision, difference in cpu_paths["encoder_differences"].items():
+        print(f"  encoder output, {precision} path vs Hugging Face's: max abs diff "
+              f"{difference['max_abs_diff']:.2e}, relative error "
+              f"{difference['relative_error']:.2e}")
+    onnx = cpu_paths.get("onnx")
+    if onnx is not None:
+        if "error" in onnx:
+            print(f"  ONNX: {onnx['error']}")
+        for name in ("fp32", "int8"):
+            if name in onnx:
+                print(f"  ONNX Runtime {name}: " + (onnx[name].get("error") or (
+                    f"max abs log-prob diff from PyTorch fp32 "
+                    f"{onnx[name]['max_abs_log_prob_diff']:.2e}")))
+    peak = cpu_paths.get("theoretical_fp32_peak")
+    best = cpu_paths["best_exact_fp32_matmul_gmacs_per_s"]
+    print(f"  best exact fp32 GEMM (F.linear or oneDNN packed) {best:.1f} GMAC/s; the baseline "
+          f"reaches {100 * cpu_paths['baseline_fraction_of_best_exact_fp32_matmul']:.1f} % of it"
+          + ("" if peak is None else
+             f"; theoretical fp32 peak {peak['gmacs_per_s']:.0f} GMAC/s ({peak['threads']} "
+             f"threads x {peak['lanes']} lanes x {peak['fma_pipes_per_core']} FMA pipes x "
+             f"{peak['mhz']:.0f} MHz, assumed)"))

@@ -137,10 +137,24 @@ def test_inference_path_and_lm_measured_in_the_same_run(quick_run):
 
 def test_targets_cover_every_measure(quick_run):
     targets = quick_run["results"]["targets"]
-    subjects = [row["subject"] for row in targets]
+    subjects = [row["subject"] for row in targets if row.get("kind") != "absolute"]
     assert subjects == [name for name in speed_benchmark.VARIANTS if name != "baseline"] + [
         "baseline", "inference path", "LM"]
+    cpu_targets = {row["target"]: row for row in targets if row.get("kind") == "absolute"}
+    assert sorted(cpu_targets) == sorted(
+        ["fp32_path_speedup", "fp32_path_max_abs_diff", "fraction_of_best_fp32_matmul",
+         "bf16_speedup", "int8_speedup"])
+    bf16_measured = quick_run["results"]["cpu_paths"]["bf16_instructions"]
+    for row in cpu_targets.values():
+        if row["target"] == "bf16_speedup" and not bf16_measured:
+            assert row["value"] is None and row["met"] is None
+            continue
+        at_most = row["target"] == "fp32_path_max_abs_diff"
+        assert row["met"] is (row["value"] <= row["limit"] if at_most
+                              else row["value"] >= row["limit"])
     for row in targets:
+        if row.get("kind") == "absolute":
+            continue
         assert math.isfinite(row["value"])
         if row["target"] == "fraction_of_matmul":
             assert row["met"] is (row["value"] >= row["limit"])
@@ -150,12 +164,28 @@ def test_targets_cover_every_measure(quick_run):
             assert row["met"] is (row["value"] <= row["limit"])
 
 
+def test_cpu_paths_compared_side_by_side(quick_run):
+    """Flags first, the HF path, int8, GEMM limits and ONNX Runtime in the same round-robin."""
+    cpu_paths = quick_run["written"]["cpu_paths"]
+    assert "flags" in cpu_paths["flags"] and cpu_paths["fp32_backend"] in ("aten", "onednn")
+    rows = cpu_paths["rows"]
+    for label in ("baseline", "baseline, HF path", "baseline int8", "matmul onednn",
+                  "matmul int8"):
+        assert rows[label]["median_time_s"] > 0, label
+    assert cpu_paths["encoder_differences"]["fp32"]["max_abs_diff"] < 1e-4
+    assert cpu_paths["encoder_differences"]["int8"]["relative_error"] < 0.2
+    onnx = cpu_paths["onnx"]
+    if "error" not in onnx:  # onnx and onnxruntime installed
+        assert onnx["fp32"]["max_abs_log_prob_diff"] < 1e-2
+        assert "baseline onnx fp32" in rows and "baseline onnx int8" in rows
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--precision", "fp16"], "needs --device cuda"),
         (["--min_seconds", "5", "--max_seconds", "2"], "min_seconds"),
-        (["--wer_experiment", "results/demo/baseline"], "compares fp32"),
+        (["--precision", "int8", "--device", "cuda"], "CPU only"),
     ],
 )
 def test_bad_arguments_fail_fast(argv, message, capsys):
