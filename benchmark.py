@@ -51,6 +51,7 @@ import time
 import torch
 from speechbrain.utils.metric_stats import ErrorRateStats
 
+from ssl_ctc.cpu_inference import cpu_inference
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.data import make_test_loader
 from ssl_ctc.lm_decoding import LMDecoder
@@ -112,11 +113,27 @@ def _transcribe(brain, batches, device, precision, lm_decoder, timers):
     return ids, references, hypotheses, audio_seconds, extras
 
 
+def _inference_path(brain, loader, device, precision):
+    """On CPU, ``cpu_inference`` over the brain's modules (its plan); on GPU, nothing (None).
+
+    The probe of ``"auto"`` precision is the first test batch, loaded only if measured.
+    """
+    if device.startswith("cuda"):
+        return contextlib.nullcontext()
+
+    def probe():
+        batch = next(iter(loader))
+        brain.infer_batch(batch.sig.data.to(device), batch.sig.lengths.to(device))
+
+    return cpu_inference(brain.modules, precision, probe=probe)
+
+
 def _run_inference_test(brain, dataset, settings, device, lm_decoder):
     """Warm-up, then one timed pass over a test set; returns the measures."""
     precision = settings.gpu_precision if device.startswith("cuda") else settings.cpu_precision
     loader = make_test_loader(dataset, settings.batch_size)
-    with torch.inference_mode():
+    with torch.inference_mode(), _inference_path(brain, loader, device, precision) as plan:
+        precision = precision if plan is None else plan.precision
         warmup_batches = itertools.islice(loader, settings.warmup_batches)
         _transcribe(brain, warmup_batches, device, precision, lm_decoder, collections.Counter())
         synchronize(device)
@@ -158,6 +175,8 @@ def _run_inference_test(brain, dataset, settings, device, lm_decoder):
         },
         "extras": summarize_extras(extras),
     }
+    if plan is not None:
+        measures.update(plan.record())
     if lm_decoder is not None:
         measures["lm_beam_search_time_s"] = lm_decoder.beam_search_time_s - beam_search_before
     return measures

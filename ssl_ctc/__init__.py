@@ -17,6 +17,8 @@ strategy's Brain. Data flows one way, and each arrow has one home:
   and what ``transcribe.py`` runs;
 - ``benchmark_settings``, ``timing``, ``macs``, ``records``, ``summary``: what the five tests
   (``benchmark.py``) use;
+- ``cpu_inference``: CPU inference at the machine's limit (fastest exact fp32, bf16, int8), its
+  peer ``onnx_export`` (ONNX Runtime, timed by the speed script);
 - ``random_encoders``, ``synthetic_utterances``, ``reference_workloads``, ``speed_overheads``,
   ``speed_report``: what the speed script (``speed_benchmark.py``) uses.
 

@@ -30,6 +30,7 @@ SUMMARY_COLUMNS = (
     ("gmacs_per_batch", "MACs (G)"),
     ("cpu_real_time_factor", "CPU RTF"),
     ("gmacs_per_audio_second", "GMACs/s"),
+    ("cpu_precision", "CPU precision"),
 )
 
 
@@ -99,9 +100,60 @@ def _setting_label(tags, baseline):
     return str(tags.get("name") or "")
 
 
+CPU_TEST_NAMES = ("cpu_greedy", "cpu_lm")
+
+
+def _by_cpu_precision(records):
+    """CPU precision -> the records of a row in it: its CPU tests, and every other test.
+
+    Runs in different CPU precisions (``benchmark_cpu_precision``) give one row
+    each, so that their times and WERs are never mixed in one column.
+
+    Example
+    -------
+    >>> records = [{"test": "cpu_greedy", "precision": "int8"}, {"test": "macs"},
+    ...            {"test": "cpu_greedy", "precision": "fp32"}]
+    >>> {precision: len(subset) for precision, subset in _by_cpu_precision(records).items()}
+    {'fp32': 2, 'int8': 2}
+    """
+    precisions = sorted({record.get("precision") or "fp32" for record in records
+                         if record["test"] in CPU_TEST_NAMES}) or [None]
+    return {precision: [record for record in records if record["test"] not in CPU_TEST_NAMES
+                        or (record.get("precision") or "fp32") == precision]
+            for precision in precisions}
+
+
+def _summary_row(experiment, test_set, records, deepest, cpu_precision):
+    """The summary row of an experiment's records on a test set in one CPU precision."""
+    latest = _latest_records(records)
+    tags = records[-1]  # the experiment's tags are fields of its records
+    baseline = _is_baseline(tags, deepest)
+    setting = _setting_label(tags, baseline)
+    row = {
+        "experiment": experiment,
+        "name": tags.get("name") or experiment,
+        "test_set": test_set,
+        "strategy": tags.get("strategy") or "",
+        "setting": setting if cpu_precision in (None, "fp32") else f"{setting} {cpu_precision}",
+        "cpu_precision": cpu_precision,
+        "baseline": baseline,
+    }
+    for column, (tests, field) in SUMMARY_SOURCES.items():
+        ran = [latest[(test_set, t)] for t in tests if (test_set, t) in latest]
+        measured = [record for record in ran if record["status"] == "ok"]
+        if measured:
+            row[column] = measured[0][field]
+        else:
+            row[column] = SKIPPED if ran else None
+    greedy = latest.get((test_set, "cpu_greedy")) or latest.get((test_set, "gpu_greedy"))
+    for name, stats in (greedy or {}).get("extras", {}).items():
+        row[f"{name}_mean"] = stats["mean"]
+    return row
+
+
 def _summary_rows(results_root):
-    """One summary row per experiment folder, test set and name (an early-exit
-    threshold sweep gives one name per threshold in one folder)."""
+    """One summary row per experiment folder, test set, name and CPU precision (an
+    early-exit threshold sweep gives one name per threshold in one folder)."""
     grouped = collections.defaultdict(list)
     for json_path in sorted(Path(results_root).rglob(RESULTS_JSON)):
         experiment = json_path.parent.relative_to(results_root).as_posix()
@@ -111,31 +163,13 @@ def _summary_rows(results_root):
         (r["layers"] for rs in grouped.values() for r in rs if r.get("layers") is not None),
         default=None,
     )
-    rows = []
-    for (experiment, test_set, _), records in grouped.items():
-        latest = _latest_records(records)
-        tags = records[-1]  # the experiment's tags are fields of its records
-        baseline = _is_baseline(tags, deepest)
-        row = {
-            "experiment": experiment,
-            "name": tags.get("name") or experiment,
-            "test_set": test_set,
-            "strategy": tags.get("strategy") or "",
-            "setting": _setting_label(tags, baseline),
-            "baseline": baseline,
-        }
-        for column, (tests, field) in SUMMARY_SOURCES.items():
-            ran = [latest[(test_set, t)] for t in tests if (test_set, t) in latest]
-            measured = [record for record in ran if record["status"] == "ok"]
-            if measured:
-                row[column] = measured[0][field]
-            else:
-                row[column] = SKIPPED if ran else None
-        greedy = latest.get((test_set, "cpu_greedy")) or latest.get((test_set, "gpu_greedy"))
-        for name, stats in (greedy or {}).get("extras", {}).items():
-            row[f"{name}_mean"] = stats["mean"]
-        rows.append(row)
-    return sorted(rows, key=lambda r: (r["test_set"], not r["baseline"], r["strategy"], r["name"]))
+    rows = [
+        _summary_row(experiment, test_set, records, deepest, cpu_precision)
+        for (experiment, test_set, _), all_records in grouped.items()
+        for cpu_precision, records in _by_cpu_precision(all_records).items()
+    ]
+    return sorted(rows, key=lambda r: (r["test_set"], not r["baseline"], r["strategy"], r["name"],
+                                       r["cpu_precision"] or ""))
 
 
 def _format_cell(value):

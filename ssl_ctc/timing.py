@@ -15,7 +15,8 @@ import time
 
 import torch
 
-CPU_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+# int8: no autocast; ``ssl_ctc.cpu_inference`` runs the linear layers in int8.
+CPU_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "int8": None}
 
 
 GPU_PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
