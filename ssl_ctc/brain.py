@@ -18,6 +18,7 @@ from speechbrain.utils.distributed import if_main_process
 import benchmark
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.encoder import encoder_frame_lengths, sample_lengths_of
+from ssl_ctc.records import importable_class_name
 
 
 def frame_lengths(wav_lens, num_frames):
@@ -188,7 +189,7 @@ class SSLCTCBrain(sb.Brain):
         return {
             "name": "baseline",
             "strategy": "baseline",
-            "brain_class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "brain_class": importable_class_name(type(self)),
             "technique": None,
             "factor": 1,
             "layers": self.hparams.ssl.model.config.num_hidden_layers,

@@ -6,6 +6,8 @@ Usage::
     words = greedy_decode(log_probs, lengths, tokenizer)
 """
 
+import math
+import re
 import string
 
 import torch  # noqa: F401  (the doctests use it)
@@ -15,6 +17,7 @@ from speechbrain.decoders import ctc_greedy_decode
 from ssl_ctc.errors import ConfigurationError
 
 # 26 letters, the apostrophe and the word separator: LibriSpeech's characters.
+SPECIAL_LABEL_PATTERN = re.compile(r"^<[^<>]+>$")  # <blank>, <bos>, <eos>, <unk>
 ALPHABET = list(string.ascii_uppercase) + ["'", " "]
 
 
@@ -40,8 +43,20 @@ def make_tokenizer():
     return tokenizer
 
 
+def special_label_indices(tokenizer):
+    """Indices of bracketed labels other than blank (``<bos>``, ``<eos>``): never in a transcript.
+
+    Example
+    -------
+    >>> special_label_indices(make_tokenizer())
+    [1, 2]
+    """
+    return [index for index, label in sorted(tokenizer.ind2lab.items())
+            if SPECIAL_LABEL_PATTERN.match(label) and label != tokenizer.blank_label]
+
+
 def greedy_decode(log_probs, lengths, tokenizer):
-    """Best-path CTC decoding of a batch into lists of words.
+    """Best-path CTC decoding of a batch into lists of words (``<bos>``/``<eos>`` never emitted).
 
     Arguments
     ---------
@@ -66,7 +81,15 @@ def greedy_decode(log_probs, lengths, tokenizer):
     [['HI', 'Y']]
     >>> greedy_decode(log_probs.log(), torch.tensor([3]), tokenizer)
     [['H']]
+    >>> frames[2] = tokenizer.lab2ind["<eos>"]  # never emitted: the best other label is
+    >>> log_probs = torch.nn.functional.one_hot(torch.tensor([frames]), len(tokenizer)) + 1e-3
+    >>> greedy_decode(log_probs.log(), torch.tensor([len(frames)]), tokenizer)
+    [['HI', 'Y']]
     """
+    never_emitted = special_label_indices(tokenizer)
+    if never_emitted:
+        log_probs = log_probs.clone()
+        log_probs[..., never_emitted] = -math.inf
     relative_lengths = lengths.float() / log_probs.shape[1]
     sequences = ctc_greedy_decode(log_probs, relative_lengths, blank_id=tokenizer.get_blank_index())
     return ["".join(characters).split() for characters in tokenizer.decode_ndim(sequences)]

@@ -36,6 +36,7 @@ from speechbrain.utils.fetching import LocalStrategy
 
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.encoder import SSLEncoder
+from ssl_ctc.records import import_object, importable_class_name, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -217,9 +218,8 @@ def decode_tokens(log_probs, wav_lens, tokenizer, **decoding_options):
 
     ``EncoderASR`` joins the labels of the ids it gets back, so each transcript
     comes back as its words' labels joined by single spaces: its text is the
-    benchmark's ``" ".join(words)``. Greedy decoding keeps the best path's ids
-    (labels such as ``<eos>`` included, as in ``greedy_decode``); the LM's words
-    are spelt with the tokenizer's characters.
+    benchmark's ``" ".join(words)``, spelt with the tokenizer's characters (greedy
+    or with the LM, as ``decode_words``).
 
     Arguments
     ---------
@@ -244,44 +244,11 @@ def decode_tokens(log_probs, wav_lens, tokenizer, **decoding_options):
     >>> logits = 10 * torch.nn.functional.one_hot(torch.tensor([frames]), len(tokenizer))
     >>> ids = decode_tokens(logits.float().log_softmax(-1), torch.ones(1), tokenizer)
     >>> "".join(tokenizer.decode_ndim(ids[0]))
-    'H<eos>I Y'
+    'HI Y'
     """
-    lengths = valid_frame_lengths(log_probs)
-    space = tokenizer.lab2ind[" "]
-    if decoding_options.get("lm_path") is None:
-        from speechbrain.decoders import ctc_greedy_decode
-
-        sequences = ctc_greedy_decode(log_probs, lengths.float() / log_probs.shape[1],
-                                      blank_id=tokenizer.get_blank_index())
-    else:
-        words = decode_words(log_probs, lengths, tokenizer, **decoding_options)
-        sequences = [[tokenizer.lab2ind[character] for character in " ".join(utterance)]
-                     for utterance in words]
-    return [single_spaces(sequence, space) for sequence in sequences]
-
-
-def single_spaces(ids, space):
-    """Token ids without leading, trailing or repeated word separators.
-
-    Example
-    -------
-    >>> single_spaces([0, 5, 0, 0, 6, 0], space=0)
-    [5, 0, 6]
-    """
-    words, word = [], []
-    for index in ids:
-        if index == space:
-            if word:
-                words.append(word)
-            word = []
-        else:
-            word.append(index)
-    if word:
-        words.append(word)
-    joined = []
-    for word in words:
-        joined += ([space] if joined else []) + word
-    return joined
+    words = decode_words(log_probs, valid_frame_lengths(log_probs), tokenizer, **decoding_options)
+    return [[tokenizer.lab2ind[character] for character in " ".join(utterance)]
+            for utterance in words]
 
 
 def load_weights_strictly(module, path):
@@ -380,22 +347,8 @@ def load_inference_encoder(folder, device="cpu", overrides=None):
 
 
 def write_json(path, value):
-    """Write ``value`` as indented JSON."""
-    Path(path).write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def import_object(dotted_name):
-    """The object a dotted name points to, e.g. ``ssl_ctc.downsampling.DownsampledBrain``.
-
-    Example
-    -------
-    >>> import_object("ssl_ctc.inference.import_object").__name__
-    'import_object'
-    """
-    import importlib
-
-    module_name, _, attribute = dotted_name.rpartition(".")
-    return getattr(importlib.import_module(module_name), attribute)
+    """Write ``value`` as indented JSON, atomically."""
+    write_atomically(Path(path), json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def dotted_name(obj):
@@ -515,7 +468,7 @@ def inference_hparams_yaml(brain, early_exit, module_names, lm_settings):
 # LM beam search (the benchmark's pyctcdecode + KenLM): overrides={{"lm_path": "4-gram.arpa"}}.
 
 inference_format_version: {INFERENCE_FORMAT_VERSION}
-brain_class: {dotted_name(type(brain))}
+brain_class: {importable_class_name(type(brain))}
 {value_lines}
 # ------------------------------------------------------------------ decoding
 lm_path: null  # a KenLM model (.arpa, .arpa.gz, .bin) turns on the beam search
@@ -591,7 +544,8 @@ def model_card(brain, tags, records, checkpoint, early_exit, folder_name):
     table = "\n".join(rows) or "| (no benchmark records) | | | | | | | | |"
     savedir = "pretrained/" + tags["name"].replace(" ", "_")
     trained = [
-        f"- strategy `{tags['strategy']}` (`{dotted_name(type(brain))}`), label `{tags['label']}`",
+        f"- strategy `{tags['strategy']}` (`{importable_class_name(type(brain))}`), "
+        f"label `{tags['label']}`",
         f"- downsampling factor {tags['factor']} (`{tags.get('technique')}`), "
         f"CTC upsampling factor {tags['ctc_upsampling_factor']}",
         f"- encoder: {config.model_type}, {config.num_hidden_layers} transformer layers kept, "
@@ -768,7 +722,7 @@ def write_inference_folder(brain, folder=None, check=True):
         manifest = {
             "format_version": INFERENCE_FORMAT_VERSION,
             "interface": "speechbrain.inference.ASR.EncoderASR",
-            "brain_class": dotted_name(type(brain)),
+            "brain_class": importable_class_name(type(brain)),
             "name": tags["name"],
             "files": [HPARAMS_FILE, TOKENIZER_FILE, *weight_files],
         }

@@ -8,20 +8,16 @@ Usage::
 
 import gzip
 import multiprocessing
-import re
 import sys
 import time
 from pathlib import Path
 
 import torch  # noqa: F401  (the doctests use it)
 
+from ssl_ctc.ctc import SPECIAL_LABEL_PATTERN
+
 ARPA_SUFFIXES = (".arpa", ".arpa.gz")
-
-
 LM_PACKAGES = ("kenlm", "pyctcdecode")
-
-
-SPECIAL_LABEL_PATTERN = re.compile(r"^<[^<>]+>$")
 
 
 def pyctcdecode_labels(tokenizer):

@@ -127,6 +127,7 @@ def run_recipe(brain_class, argv=None):
             test_data, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"]
         )
     brain.benchmark_records = []
+    brain.release_training_state()
     if if_main_process():
         with unwrapped_modules(brain):
             brain.benchmark_records = brain.run_benchmark(test_datasets, benchmark_settings)

@@ -241,6 +241,28 @@ def utc_timestamp():
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+def importable_class_name(cls):
+    """Dotted name of ``cls``, or of its nearest base that can be imported by name.
+
+    A Brain subclassed inside a function (``<locals>``) or in a script run as
+    ``__main__`` cannot be imported back; the strategy Brain it extends can.
+
+    Example
+    -------
+    >>> from collections import OrderedDict
+    >>> def local():
+    ...     class Local(OrderedDict):
+    ...         pass
+    ...     return Local
+    >>> importable_class_name(local())
+    'collections.OrderedDict'
+    """
+    for candidate in cls.__mro__:
+        if "<locals>" not in candidate.__qualname__ and candidate.__module__ != "__main__":
+            return f"{candidate.__module__}.{candidate.__qualname__}"
+    raise ValueError(f"no importable class in the bases of {cls!r}")
+
+
 def experiment_brain_class(experiment_folder):
     """The Brain class that made an experiment, from the ``brain_class`` field of its records.
 
@@ -270,5 +292,16 @@ def experiment_brain_class(experiment_folder):
     names = [name for name in names if name]
     if not names:
         raise ValueError(f"{path}: no record has a brain_class field (written before 2026-12)")
-    module_name, _, class_name = names[-1].rpartition(".")
-    return getattr(importlib.import_module(module_name), class_name)
+    return import_object(names[-1])
+
+
+def import_object(dotted_name):
+    """The object a dotted name points to, e.g. ``ssl_ctc.downsampling.DownsampledBrain``.
+
+    Example
+    -------
+    >>> import_object("ssl_ctc.records.import_object").__name__
+    'import_object'
+    """
+    module_name, _, attribute = dotted_name.rpartition(".")
+    return getattr(importlib.import_module(module_name), attribute)
