@@ -43,6 +43,7 @@ import argparse
 import collections
 import contextlib
 import itertools
+import logging
 import math
 import platform
 import sys
@@ -69,7 +70,9 @@ from ssl_ctc.records import (
     utc_timestamp,
 )
 from ssl_ctc.summary import summarize
-from ssl_ctc.timing import autocast, peak_memory, synchronize
+from ssl_ctc.timing import PeakMemory, autocast, available_cpu_cores, synchronize
+
+logger = logging.getLogger(__name__)
 
 TEST_SORTING = "ascending duration"
 
@@ -137,21 +140,19 @@ def _run_inference_test(brain, dataset, settings, device, lm_decoder):
         warmup_batches = itertools.islice(loader, settings.warmup_batches)
         _transcribe(brain, warmup_batches, device, precision, lm_decoder, collections.Counter())
         synchronize(device)
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats(device)
         beam_search_before = lm_decoder.beam_search_time_s if lm_decoder else 0.0
         timers = collections.Counter()
-        start = time.perf_counter()
-        ids, references, hypotheses, audio_seconds, extras = _transcribe(
-            brain, loader, device, precision, lm_decoder, timers
-        )
-        wer_stats = ErrorRateStats()
-        cer_stats = ErrorRateStats(split_tokens=True)
-        wer_stats.append(ids, hypotheses, references)
-        cer_stats.append(ids, hypotheses, references)
-        wer, cer = wer_stats.summarize("error_rate"), cer_stats.summarize("error_rate")
-        total_time_s = time.perf_counter() - start
-    peak_memory_mb, peak_memory_kind = peak_memory(device)
+        with PeakMemory(device) as memory:
+            start = time.perf_counter()
+            ids, references, hypotheses, audio_seconds, extras = _transcribe(
+                brain, loader, device, precision, lm_decoder, timers
+            )
+            wer_stats = ErrorRateStats()
+            cer_stats = ErrorRateStats(split_tokens=True)
+            wer_stats.append(ids, hypotheses, references)
+            cer_stats.append(ids, hypotheses, references)
+            wer, cer = wer_stats.summarize("error_rate"), cer_stats.summarize("error_rate")
+            total_time_s = time.perf_counter() - start
     measures = {
         "precision": precision,
         "warmup_batches": settings.warmup_batches,
@@ -165,8 +166,9 @@ def _run_inference_test(brain, dataset, settings, device, lm_decoder):
         "real_time_factor": total_time_s / audio_seconds,
         "inverse_real_time_factor": audio_seconds / total_time_s,
         "ms_per_utterance": 1000 * total_time_s / len(ids),
-        "peak_memory_mb": peak_memory_mb,
-        "peak_memory_kind": peak_memory_kind,
+        "peak_memory_mb": memory.peak_mb,  # this test's peak above what was resident before it
+        "peak_memory_kind": memory.kind,
+        "resident_memory_before_mb": memory.resident_before_mb,
         "wer": wer,
         "cer": cer,
         "wer_details": {
@@ -313,6 +315,7 @@ def _lm_fields(settings, lm_decoder):
         "decode_workers": settings.lm_decode_workers,
         "pool_start_method": lm_decoder.start_method if lm_decoder else None,
         "load_time_s": lm_decoder.load_time_s if lm_decoder else None,
+        "loaded_before": lm_decoder.loaded_before if lm_decoder else None,
     }
 
 
@@ -363,8 +366,17 @@ def run_five_tests(brain, test_datasets, settings, tags, output_folder):
         "sorting": TEST_SORTING,
     }
     previous_threads = torch.get_num_threads()
-    threads = settings.cpu_threads or previous_threads
+    threads = settings.cpu_threads or available_cpu_cores()
+    logger.info(
+        f"CPU tests on {threads} threads ("
+        + ("benchmark_cpu_threads" if settings.cpu_threads else
+           "benchmark_cpu_threads: null, the cores this process may use")
+        + f"; torch had {previous_threads})"
+    )
     torch.set_num_threads(threads)
+    common["threads_source"] = (
+        "benchmark_cpu_threads" if settings.cpu_threads else "cpu_affinity"
+    )
     needs_lm = any(
         uses_lm and _skip_reason(device, listed, uses_lm, settings) is None
         for _, device, listed, uses_lm in timed_tests

@@ -32,8 +32,9 @@ class BenchmarkSettings:
         Devices of the timed tests (``benchmark_devices``): "cuda", "cuda:N",
         "cpu". A listed GPU without CUDA available gives skipped records.
     cpu_threads : int, optional
-        ``torch.set_num_threads`` during the tests (``benchmark_cpu_threads``);
-        None keeps torch's current number. Always recorded.
+        ``torch.set_num_threads`` during the CPU tests (``benchmark_cpu_threads``);
+        None takes the cores this process may use (its CPU affinity), not torch's
+        current number (torchrun sets OMP_NUM_THREADS=1). Always recorded.
     warmup_batches : int
         Untimed batches before each timed pass (``benchmark_warmup_batches``).
     cpu_precision : str

@@ -9,9 +9,12 @@ Usage::
 
 import contextlib
 import dataclasses
+import os
 import resource
 import sys
+import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -36,14 +39,116 @@ def autocast(device, precision):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
-def peak_memory(device):
-    """Peak memory in MiB, and what it measures."""
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_memory_allocated"
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # ru_maxrss is in kibibytes on Linux, bytes on macOS.
-    divisor = 2**20 if sys.platform == "darwin" else 2**10
-    return peak_rss / divisor, "process_peak_rss"
+def available_cpu_cores():
+    """The CPU cores this process may run on (its affinity), whatever OMP_NUM_THREADS says.
+
+    torchrun sets ``OMP_NUM_THREADS=1`` for several processes per node, so torch's
+    current thread count is not what a CPU test should use after training.
+
+    Example
+    -------
+    >>> available_cpu_cores() >= 1
+    True
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+_PROC_STATUS = Path("/proc/self/status")
+_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+_RSS_SAMPLE_SECONDS = 0.005
+
+
+def _proc_status_kib(field):
+    """A ``/proc/self/status`` field in KiB (VmRSS: resident now; VmHWM: its peak)."""
+    for line in _PROC_STATUS.read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak_rss():
+    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS; False if not possible."""
+    try:
+        _PROC_CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """The peak memory of a block above what was resident when it started, in MiB.
+
+    On GPU: ``torch.cuda.max_memory_allocated`` over the block minus what was
+    allocated at its start (the model's weights). On CPU: the process's peak
+    resident set size over the block (the kernel's VmHWM, reset at the start,
+    or RSS sampled every 5 ms where it cannot be reset) minus the RSS at the
+    start; memory of other processes (LM decoding workers) is not included.
+
+    Arguments
+    ---------
+    device : str
+        "cpu" or "cuda[:N]".
+
+    Example
+    -------
+    >>> with PeakMemory("cpu") as memory:
+    ...     block = torch.ones(64, 2**20 // 4)  # 64 MiB
+    >>> memory.peak_mb > 32, memory.kind
+    (True, 'process_rss_peak_above_start')
+    """
+
+    def __init__(self, device):
+        self.device = device
+        self.peak_mb = self.resident_before_mb = None
+        self.kind = None
+        self._sampler = self._stop = None
+        self._sampled_peak_kib = 0
+
+    def __enter__(self):
+        if self.device.startswith("cuda"):
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._before = torch.cuda.memory_allocated(self.device)
+            self.resident_before_mb = self._before / 2**20
+            self.kind = "cuda_max_allocated_above_start"
+            return self
+        if not _PROC_STATUS.exists():  # no /proc: the process's peak since it started
+            self.kind = "process_peak_rss_since_start"
+            return self
+        self._before = _proc_status_kib("VmRSS")
+        self.resident_before_mb = self._before / 2**10
+        self.kind = "process_rss_peak_above_start"
+        if not _reset_peak_rss():
+            self._stop = threading.Event()
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+        return self
+
+    def _sample(self):
+        """Track the largest RSS until stopped (where VmHWM cannot be reset)."""
+        while not self._stop.wait(_RSS_SAMPLE_SECONDS):
+            self._sampled_peak_kib = max(self._sampled_peak_kib, _proc_status_kib("VmRSS"))
+
+    def __exit__(self, *exception):
+        if self.kind == "cuda_max_allocated_above_start":
+            synchronize(self.device)
+            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._before) / 2**20
+        elif self.kind == "process_peak_rss_since_start":
+            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            # ru_maxrss is in kibibytes on Linux, bytes on macOS.
+            self.peak_mb = peak_rss / (2**20 if sys.platform == "darwin" else 2**10)
+        else:
+            if self._sampler is not None:
+                self._stop.set()
+                self._sampler.join()
+                peak_kib = max(self._sampled_peak_kib, _proc_status_kib("VmRSS"))
+            else:
+                peak_kib = _proc_status_kib("VmHWM")
+            self.peak_mb = max(peak_kib - self._before, 0) / 2**10
+        return False
 
 
 @dataclasses.dataclass
