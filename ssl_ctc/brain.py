@@ -145,12 +145,21 @@ class SSLCTCBrain(sb.Brain):
 
     def init_optimizers(self):
         """The YAML's optimisers: ``ssl_opt_class`` for the encoder, ``model_opt_class`` for the
-        rest (head and, where a strategy has one, its learned downsampler)."""
-        self.model_optimizer = self.hparams.model_opt_class(self.hparams.model.parameters())
+        rest (head and, where a strategy has one, its learned downsampler).
+
+        Their learning rates are ``lr`` and ``lr_ssl``, also when a class is overridden on
+        the command line (``--model_opt_class=!name:torch.optim.Adam`` has no ``lr`` of its
+        own, and NewBob would apply ``lr`` only after the first epoch).
+        """
+        self.model_optimizer = self.hparams.model_opt_class(
+            self.hparams.model.parameters(), lr=self.hparams.lr
+        )
         self.optimizers_dict = {"model_optimizer": self.model_optimizer}
         self.ssl_optimizer = None
         if not self.hparams.freeze_ssl:
-            self.ssl_optimizer = self.hparams.ssl_opt_class(self.hparams.ssl.parameters())
+            self.ssl_optimizer = self.hparams.ssl_opt_class(
+                self.hparams.ssl.parameters(), lr=self.hparams.lr_ssl
+            )
             self.optimizers_dict["ssl_optimizer"] = self.ssl_optimizer
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("model_optimizer", self.model_optimizer)

@@ -62,7 +62,43 @@ def build_downsampler(techniques, technique, factor):
         )
     if factor == 1:
         return torch.nn.Identity()
-    return techniques[technique](downsampling_factor=factor)
+    downsampler = techniques[technique](downsampling_factor=factor)
+    if isinstance(downsampler, Conv1DDownsampler):
+        initialize_as_low_pass(downsampler)
+    return downsampler
+
+
+def initialize_as_low_pass(downsampler):
+    """Start a learned strided convolution as an anti-aliasing low-pass filter of its stride.
+
+    A random convolution makes the encoder start from noise; a Hann-windowed sinc
+    with its cutoff at the new Nyquist frequency (unit gain at DC) starts it from
+    what signal downsampling gives, and training adapts it from there.
+
+    Arguments
+    ---------
+    downsampler : speechbrain.lobes.downsampling.Conv1DDownsampler
+        Its convolution weights are set in place, the bias to zero.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.downsampling import Conv1DDownsampler
+    >>> downsampler = initialize_as_low_pass(Conv1DDownsampler(3, 81))
+    >>> tone = torch.sin(torch.arange(16000) * 2 * torch.pi * 200 / 16000)[None]
+    >>> round(float(downsampler(tone).abs().max()), 2)  # 200 Hz passes at unit gain
+    1.0
+    """
+    convolution = downsampler.downsampler.conv
+    kernel_size = convolution.kernel_size[0]
+    cutoff = 1.0 / downsampler.downsampling_factor  # of the input's Nyquist frequency
+    offsets = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
+    taps = torch.sinc(cutoff * offsets) * torch.hann_window(kernel_size, periodic=False,
+                                                            dtype=torch.float64)
+    with torch.no_grad():
+        convolution.weight.copy_((taps / taps.sum()).view_as(convolution.weight))
+        if convolution.bias is not None:
+            convolution.bias.zero_()
+    return downsampler
 
 
 def paper_upsampling_factor(downsampling_factor):
