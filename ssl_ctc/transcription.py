@@ -15,6 +15,7 @@ Usage::
     results = transcriber.transcribe(["a.flac", "b.wav"])   # [TranscriptionResult, ...]
 """
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -26,15 +27,16 @@ import soundfile
 import torch
 from speechbrain.dataio.preprocess import AudioNormalizer
 
+from ssl_ctc.cpu_inference import CPU_INFERENCE_PRECISIONS, cpu_inference
 from ssl_ctc.encoder import SAMPLE_RATE
 from ssl_ctc.inference import decode_words, load_inference_encoder
-from ssl_ctc.timing import autocast
+from ssl_ctc.timing import GPU_PRECISIONS, autocast
 
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = tuple(dict.fromkeys((*CPU_INFERENCE_PRECISIONS, *GPU_PRECISIONS)))
 
 
 class AudioInputError(Exception):
@@ -189,22 +191,6 @@ def window_starts(num_samples, window, hop):
     return starts
 
 
-def quantize_int8(encoder):
-    """Dynamic int8 quantisation (fbgemm/x86) of the Linear layers outside attention, on CPU.
-
-    Attention projections stay fp32: WavLM's attention reads its q/k/v weights
-    directly, which quantised layers do not have. Feed-forward blocks, the
-    feature projection and the CTC head are quantised.
-    """
-    names = {
-        name for name, module in encoder.named_modules()
-        if isinstance(module, torch.nn.Linear) and "attention" not in name
-    }
-    qconfig = torch.ao.quantization.default_dynamic_qconfig
-    return torch.ao.quantization.quantize_dynamic(encoder, {name: qconfig for name in names},
-                                                  inplace=True)
-
-
 class Transcriber:
     """An inference folder loaded for transcription.
 
@@ -215,7 +201,9 @@ class Transcriber:
     device : str
         ``cpu`` or ``cuda``.
     precision : str
-        ``fp32``; ``bf16`` (autocast); ``int8`` (dynamic quantisation, CPU only).
+        On CPU the five tests' CPU path (``ssl_ctc.cpu_inference``): ``fp32`` (the fastest
+        exact kernel), ``bf16``, ``int8`` (dynamic, every linear layer) or ``auto``; on
+        GPU ``fp32``, ``fp16`` or ``bf16`` autocast.
     lm_path : str, optional
         KenLM model for the beam search (the folder's alpha, beta and beam width).
     batch_size : int
@@ -230,8 +218,10 @@ class Transcriber:
                  window_seconds=30.0, overlap_seconds=4.0):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision}")
-        if precision == "int8" and not device.startswith("cpu"):
-            raise ValueError("--precision int8 (dynamic quantisation) runs on CPU only")
+        allowed = CPU_INFERENCE_PRECISIONS if device == "cpu" else tuple(GPU_PRECISIONS)
+        if precision not in allowed:
+            raise ValueError(f"--precision {precision} does not run on {device} "
+                             f"({', '.join(allowed)} do)")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {device} was given but no CUDA device is available")
         if not overlap_seconds < window_seconds:
@@ -242,8 +232,7 @@ class Transcriber:
         self.precision = precision
         self.batch_size = batch_size
         self.encoder, self.hparams, self.manifest = load_inference_encoder(folder, device=device)
-        if precision == "int8":
-            quantize_int8(self.encoder)
+        self._path_active = False
         self.tokenizer = self.hparams["tokenizer"]
         self.decoding_options = {
             "lm_path": lm_path,
@@ -259,12 +248,31 @@ class Transcriber:
         self.hop = max(round((window_seconds - overlap_seconds) * SAMPLE_RATE / grid), 1) * grid
         self.normalizer = AudioNormalizer(sample_rate=SAMPLE_RATE, mix="avg-to-mono")
 
+    @contextlib.contextmanager
+    def inference_path(self):
+        """The precision's inference path for a block (entered once, however deeply nested).
+
+        On CPU ``ssl_ctc.cpu_inference.cpu_inference`` (measured once per block, modules
+        restored after it), on GPU autocast.
+        """
+        if self._path_active:
+            yield
+            return
+        path = (cpu_inference(self.encoder, self.precision) if self.device == "cpu"
+                else autocast(self.device, self.precision))
+        self._path_active = True
+        try:
+            with path as plan:
+                if plan is not None:
+                    logger.info(f"CPU inference: {plan.precision}, {plan.backend} kernels")
+                yield
+        finally:
+            self._path_active = False
+
     def infer(self, waveforms):
         """Log-probs (float32, CPU), exact lengths and extras of a list of waveforms."""
         wavs, wav_lens = pad_batch(waveforms)
-        with torch.inference_mode(), autocast(self.device,
-                                              "fp32" if self.precision == "int8"
-                                              else self.precision):
+        with torch.inference_mode(), self.inference_path():
             output = self.encoder.infer_batch(wavs.to(self.device), wav_lens.to(self.device))
         extras = {
             name: value.cpu() for name, value in output.items()
@@ -305,6 +313,11 @@ class Transcriber:
         -------
         list of TranscriptionResult
         """
+        with self.inference_path():
+            return self._transcribe(paths)
+
+    def _transcribe(self, paths):
+        """``transcribe`` with the inference path entered."""
         results = [TranscriptionResult(path) for path in paths]
         waveforms = {}
         for index, result in enumerate(results):
