@@ -534,8 +534,12 @@ def test_summarize_two_experiments(two_runs, tmp_path, capsys):
         downsampled.append(record)
     ssl_ctc.records.append_records(downsampled, results / "SD2" / "1986")
 
-    rows = ssl_ctc.summary.summarize(results)
+    all_rows = ssl_ctc.summary.summarize(results)
 
+    # one row per experiment and CPU precision (the second run was in bf16)
+    assert sorted((row["name"], row["cpu_precision"]) for row in all_rows) == [
+        ("SD2", "bf16"), ("SD2", "fp32"), ("Tiny", "bf16"), ("Tiny", "fp32")]
+    rows = [row for row in all_rows if row["cpu_precision"] == "fp32"]
     assert [row["name"] for row in rows] == ["Tiny", "SD2"]
     baseline, sd2 = rows
     assert baseline["baseline"] and not sd2["baseline"]
@@ -549,9 +553,9 @@ def test_summarize_two_experiments(two_runs, tmp_path, capsys):
         assert baseline["gpu_time_s"] == "skipped"
     markdown = (results / "summary.md").read_text()
     assert markdown.splitlines()[0].startswith("| Name | Test set | Factor / layers | WER |")
-    assert len(markdown.splitlines()) == 4
+    assert len(markdown.splitlines()) == 2 + len(all_rows)
     with open(results / "summary.csv", newline="") as csv_file:
-        assert len(list(csv.DictReader(csv_file))) == 2
+        assert len(list(csv.DictReader(csv_file))) == len(all_rows)
     for stem in ("wer_vs_cpu_time", "wer_vs_gmacs", "wer_lm_vs_cpu_lm_time", "wer_lm_vs_gmacs"):
         assert (results / f"{stem}_test-tiny.png").stat().st_size > 0
     printed = capsys.readouterr().out
