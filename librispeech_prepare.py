@@ -22,6 +22,8 @@ import csv
 import json
 import logging
 import os
+import shutil
+from pathlib import Path
 
 import soundfile
 
@@ -239,6 +241,59 @@ def write_csv(path, rows):
         writer.writeheader()
         writer.writerows(rows)
     os.replace(temporary, path)
+
+
+def copy_first_utterances(data_folder, target, counts):
+    """Copy the first utterances of some splits of a LibriSpeech tree, in the same layout.
+
+    For small runs that must finish in seconds (tests, ``tools/gpu_check.py``):
+    chapters are taken in sorted order, and from each its first transcript lines
+    and their FLAC files, until ``counts[split]`` utterances are copied.
+
+    Arguments
+    ---------
+    data_folder : str or Path
+        Folder holding the split folders.
+    target : str or Path
+        Where the copy goes (created).
+    counts : dict
+        Split name -> number of utterances.
+
+    Returns
+    -------
+    Path
+        ``target``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     chapter = Path(folder, "source", "test-clean", "1", "2")
+    ...     chapter.mkdir(parents=True)
+    ...     _ = (chapter / "1-2.trans.txt").write_text("1-2-0000 A\\n1-2-0001 B\\n")
+    ...     for name in ("1-2-0000", "1-2-0001"):
+    ...         _ = (chapter / f"{name}.flac").write_bytes(b"")
+    ...     copy = copy_first_utterances(Path(folder, "source"), Path(folder, "copy"),
+    ...                                  {"test-clean": 1})
+    ...     sorted(path.name for path in (copy / "test-clean" / "1" / "2").iterdir())
+    ['1-2-0000.flac', '1-2.trans.txt']
+    """
+    data_folder, target = Path(data_folder), Path(target)
+    for split, count in counts.items():
+        for transcript in sorted((data_folder / split).rglob("*.trans.txt")):
+            kept = [line for line in transcript.read_text(encoding="utf-8").splitlines()
+                    if line.strip()][:count]
+            count -= len(kept)
+            chapter = target / transcript.parent.relative_to(data_folder)
+            chapter.mkdir(parents=True)
+            (chapter / transcript.name).write_text("\n".join(kept) + "\n", encoding="utf-8")
+            for line in kept:
+                name = line.split(" ", 1)[0] + ".flac"
+                shutil.copy(transcript.parent / name, chapter / name)
+            if count == 0:
+                break
+    return target
 
 
 def _read_transcript(path):

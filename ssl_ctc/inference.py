@@ -19,7 +19,6 @@ Usage::
 """
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -176,9 +175,9 @@ def valid_frame_lengths(log_probs):
     return (~torch.isneginf(log_probs).any(dim=-1)).sum(dim=1)
 
 
-@functools.lru_cache(maxsize=2)
-def cached_lm_decoder(tokenizer, lm_path, lm_unigrams_path, lm_alpha, lm_beta, lm_beam_width):
-    """One in-process ``LMDecoder`` per tokenizer and LM setting (loading an LM takes time)."""
+def in_process_lm_decoder(tokenizer, lm_path, lm_unigrams_path, lm_alpha, lm_beta,
+                          lm_beam_width):
+    """An in-process ``LMDecoder`` (its LM is loaded once per process by ``lm_decoding``)."""
     from ssl_ctc.benchmark_settings import BenchmarkSettings
     from ssl_ctc.lm_decoding import LMDecoder
 
@@ -208,8 +207,8 @@ def decode_words(log_probs, lengths, tokenizer, lm_path=None, lm_unigrams_path=N
     """
     if lm_path is None:
         return greedy_decode(log_probs, lengths, tokenizer)
-    decoder = cached_lm_decoder(tokenizer, str(lm_path), lm_unigrams_path, float(lm_alpha),
-                                float(lm_beta), int(lm_beam_width))
+    decoder = in_process_lm_decoder(tokenizer, str(lm_path), lm_unigrams_path,
+                                    float(lm_alpha), float(lm_beta), int(lm_beam_width))
     return decoder.decode(log_probs, lengths)
 
 

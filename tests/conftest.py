@@ -81,25 +81,8 @@ def few_utterances_corpus(tmp_path_factory, embedded_corpus):
     For real runs that must finish in seconds (resume, torchrun); read-only: break
     ``small_corpus`` instead.
     """
+    from librispeech_prepare import copy_first_utterances
+
     target = tmp_path_factory.mktemp("few_utterances") / "LibriSpeech"
-    for split, count in FEW_UTTERANCES.items():
-        transcripts = sorted(
-            os.path.join(folder, name)
-            for folder, _, files in os.walk(os.path.join(embedded_corpus, split))
-            for name in files
-            if name.endswith(".trans.txt")
-        )
-        for transcript in transcripts:
-            with open(transcript, encoding="utf-8") as lines:
-                kept = [line for line in lines if line.strip()][:count]
-            count -= len(kept)
-            chapter = target / os.path.relpath(os.path.dirname(transcript), embedded_corpus)
-            chapter.mkdir(parents=True)
-            with open(chapter / os.path.basename(transcript), "w", encoding="utf-8") as copy:
-                copy.writelines(kept)
-            for line in kept:
-                name = line.split(" ", 1)[0] + ".flac"
-                shutil.copy(os.path.join(os.path.dirname(transcript), name), chapter / name)
-            if count == 0:
-                break
+    copy_first_utterances(embedded_corpus, target, FEW_UTTERANCES)
     return str(target)

@@ -34,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from early_exiting.brain import EarlyExitBrain  # noqa: E402
+from librispeech_prepare import copy_first_utterances  # noqa: E402
 from ssl_ctc.downsampling import DownsampledBrain  # noqa: E402
 from ssl_ctc.layer_removal import LayerRemovalBrain  # noqa: E402
 from ssl_ctc.random_encoders import LARGE_SHAPE, TINY_SHAPE, save_random_encoder  # noqa: E402
@@ -59,19 +60,7 @@ GPU_CPU_TOLERANCE = 1e-3
 
 def small_corpus(target):
     """The first utterances of each split of the embedded corpus (``UTTERANCES``) and its LM."""
-    for split, count in UTTERANCES.items():
-        for transcript in sorted((EMBEDDED / split).rglob("*.trans.txt")):
-            lines = [line for line in transcript.read_text().splitlines() if line.strip()]
-            kept = lines[:count]
-            count -= len(kept)
-            chapter = target / transcript.parent.relative_to(EMBEDDED)
-            chapter.mkdir(parents=True)
-            (chapter / transcript.name).write_text("\n".join(kept) + "\n")
-            for line in kept:
-                name = line.split(" ", 1)[0] + ".flac"
-                shutil.copy(transcript.parent / name, chapter / name)
-            if count == 0:
-                break
+    copy_first_utterances(EMBEDDED, target, UTTERANCES)
     shutil.copy(EMBEDDED / "4-gram.arpa", target / "4-gram.arpa")
     return target
 
