@@ -6,17 +6,18 @@ a tiny ``transformers.WavLMModel`` (hidden 128, 4 layers, WavLM-Large-style stab
 50 frames per second at 16 kHz) with *supervised* CTC on the synthetic pre-training sentences
 and train-clean-100 (never dev or test), through a throw-away character head that is not saved.
 
-After a start on 8 kHz batches only (cheapest, and the quickest way past CTC's all-blank
-plateau), a third of the batches stay at 16 kHz, a third are resampled to 8 kHz and a third to
-16/3 kHz, all fed as-is (shorter signals, fewer frames), so that the encoder also copes with
-downsampled input. The 16/3 kHz batches have about as few frames as characters, so their head
-emits two CTC frames per encoder frame (as the recipe does for downsampling factors >= 3).
+After a start on 8 kHz batches only (``--start-steps``: cheapest, and the quickest way past
+CTC's all-blank plateau from random weights), each batch is drawn at 16 kHz, resampled to 8 kHz
+or to 16/3 kHz with the weights of ``--factor-mix``, and fed as-is (shorter signals, fewer
+frames), so that the encoder also copes with downsampled input. The 16/3 kHz batches have about
+as few frames as characters, so their head emits two CTC frames per encoder frame (as the
+recipe does for downsampling factors >= 3). ``--init`` continues from an earlier encoder.
 
 Writes ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` to ``--out``.
 
 Usage: python tools/pretrain_seed_encoder.py [--data embedded/LibriSpeech]
 [--pretrain-dir embedded/.cache/pretrain] [--out embedded/seed_wavlm] [--steps 4000]
-[--threads 1] [--seed 1986]
+[--init FOLDER] [--freeze-cnn] [--factor-mix 1:0.5,2:0.3,3:0.2] [--threads 1] [--seed 1986]
 """
 
 import argparse
@@ -45,9 +46,39 @@ from synthetic_asr import (
 )
 from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
 
-# Downsampling factor of a batch -> (probability, CTC frames emitted per encoder frame).
-FACTOR_MIX = {1: (0.5, 1), 2: (0.3, 1), 3: (0.2, 2)}
+from ssl_ctc.downsampling import paper_upsampling_factor
+
+# Downsampling factor of a batch -> probability (the default of --factor-mix).
+FACTOR_MIX = {1: 0.5, 2: 0.3, 3: 0.2}
 START_FACTOR = 2  # the only factor during the first --start-steps steps
+
+
+def parse_factor_mix(text):
+    """Parse ``"1:0.5,2:0.3,3:0.2"`` into ``{factor: probability}``.
+
+    Parameters
+    ----------
+    text : str
+        Comma-separated ``factor:probability`` pairs; factors 1, 2 or 3.
+
+    Returns
+    -------
+    dict
+        Factor -> probability (they need not sum to 1: they are relative weights).
+
+    Example
+    -------
+    >>> parse_factor_mix("1:0.35,2:0.4,3:0.25")
+    {1: 0.35, 2: 0.4, 3: 0.25}
+    """
+    mix = {}
+    for pair in text.split(","):
+        factor, _, weight = pair.partition(":")
+        if int(factor) not in (1, 2, 3) or float(weight) < 0:
+            raise argparse.ArgumentTypeError(
+                f"'{pair}' is not factor:weight with factor 1, 2 or 3")
+        mix[int(factor)] = float(weight)
+    return mix
 
 
 def seed_config():
@@ -113,7 +144,7 @@ class SeedCTC(torch.nn.Module):
         self.encoder = WavLMModel(config)
         self.heads = torch.nn.ModuleDict({
             str(k): torch.nn.Linear(config.hidden_size, k * N_OUTPUTS)
-            for k in sorted({k for _, k in FACTOR_MIX.values()})
+            for k in sorted({paper_upsampling_factor(f) for f in (1, 2, 3)})
         })
 
     def forward(self, wav, lengths, frames_per_frame=1):
@@ -206,10 +237,16 @@ def command_line(args):
     return " ".join(words)
 
 
+# Column suffix of each input downsampling factor in dev.csv (16 kHz keeps the plain names).
+DEV_RATE_SUFFIXES = {1: "", 2: "_8k", 3: "_5k"}
+
+
 def write_dev_log(path, rows):
-    """Write the periodic dev-clean checks as CSV (step, CER, WER)."""
+    """Write the periodic dev-clean checks as CSV (step, then CER and WER per input rate)."""
+    fields = ["step"] + [f"{metric}{suffix}" for suffix in DEV_RATE_SUFFIXES.values()
+                         for metric in ("CER", "WER")]
     with open(path, "w", newline="") as dev_file:
-        writer = csv.DictWriter(dev_file, fieldnames=["step", "CER", "WER"])
+        writer = csv.DictWriter(dev_file, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -247,8 +284,12 @@ def plot_loss(loss_csv, dev_rows, png):
     loss_axes.grid(alpha=0.3)
     if dev_rows:
         steps = [r["step"] for r in dev_rows]
-        dev_axes.plot(steps, [r["CER"] for r in dev_rows], marker="o", label="CER")
-        dev_axes.plot(steps, [r["WER"] for r in dev_rows], marker="s", label="WER")
+        for factor, suffix in DEV_RATE_SUFFIXES.items():
+            rate = f"{SAMPLE_RATE / factor / 1000:.3g} kHz"
+            dev_axes.plot(steps, [r["CER" + suffix] for r in dev_rows], marker="o",
+                          label=f"CER {rate}")
+            dev_axes.plot(steps, [r["WER" + suffix] for r in dev_rows], marker="s",
+                          linestyle="--", label=f"WER {rate}")
     dev_axes.set_xlabel("step")
     dev_axes.set_ylabel("dev-clean greedy error, throw-away head (%)")
     dev_axes.set_ylim(bottom=0)
@@ -279,14 +320,18 @@ def main():
     parser.add_argument("--freeze-cnn", action="store_true",
                         help="freeze the CNN front end (as the recipe's fine-tuning does): about "
                              "2x cheaper steps on CPU")
+    parser.add_argument("--factor-mix", type=parse_factor_mix,
+                        default=",".join(f"{f}:{p}" for f, p in FACTOR_MIX.items()),
+                        help="input downsampling factors and their weights, as "
+                             "'1:0.5,2:0.3,3:0.2' (the default)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1986)
     parser.add_argument("--log-dir", type=Path, default=Path("embedded/seed_wavlm_pretraining"),
                         help="where loss.csv, dev.csv, loss.png and run.json go")
     parser.add_argument("--log-every", type=int, default=50, help="steps per loss.csv row")
     parser.add_argument("--eval-every", type=int, default=500,
-                        help="steps between dev-clean checks at 16 kHz (and encoder snapshots "
-                             "in --pretrain-dir/snapshot)")
+                        help="steps between dev-clean checks at each input rate (and encoder "
+                             "snapshots in --pretrain-dir/snapshot)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -311,8 +356,8 @@ def main():
     print(f"encoder parameters: {n_params}; trained (with heads): {sum(map(torch.numel, trained))}")
     optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.01)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
-    factors = list(FACTOR_MIX)
-    weights = [p for p, _ in FACTOR_MIX.values()]
+    factors = list(args.factor_mix)
+    weights = list(args.factor_mix.values())
 
     args.log_dir.mkdir(parents=True, exist_ok=True)
     loss_file = open(args.log_dir / "loss.csv", "w", newline="")  # noqa: SIM115
@@ -329,7 +374,7 @@ def main():
                 break
             factor = (START_FACTOR if step < args.start_steps
                       else rng.choices(factors, weights)[0])
-            frames_per_frame = FACTOR_MIX[factor][1]
+            frames_per_frame = paper_upsampling_factor(factor)
             wav, lengths, targets, target_lengths = collate(batch, factor)
             log_probs, frame_lengths = model(wav, lengths, frames_per_frame)
             loss = ctc(log_probs.transpose(0, 1), targets, frame_lengths, target_lengths)
@@ -356,11 +401,17 @@ def main():
                       f"elapsed {elapsed:.0f} s", flush=True)
                 running = []
             if step % args.eval_every == 0 or step == args.steps:
-                scores = evaluate(model, dev, 1, 1)
-                dev_rows.append({"step": step, "CER": round(scores["CER"], 2),
-                                 "WER": round(scores["WER"], 2)})
-                print(f"step {step}: dev-clean 16 kHz CER {scores['CER']:.2f} % "
-                      f"WER {scores['WER']:.2f} %", flush=True)
+                row = {"step": step}
+                for factor in (1, 2, 3):
+                    scores = evaluate(model, dev, factor, paper_upsampling_factor(factor))
+                    suffix = DEV_RATE_SUFFIXES[factor]
+                    row[f"CER{suffix}"] = round(scores["CER"], 2)
+                    row[f"WER{suffix}"] = round(scores["WER"], 2)
+                dev_rows.append(row)
+                print(f"step {step}: dev-clean greedy " + ", ".join(
+                    f"{SAMPLE_RATE / f:.0f} Hz CER {row['CER' + DEV_RATE_SUFFIXES[f]]:.2f} % "
+                    f"WER {row['WER' + DEV_RATE_SUFFIXES[f]]:.2f} %" for f in (1, 2, 3)),
+                    flush=True)
                 model.encoder.save_pretrained(args.pretrain_dir / "snapshot",
                                               safe_serialization=True)
     train_seconds = time.time() - start
@@ -368,8 +419,8 @@ def main():
     print(f"trained {step} steps ({epoch} epochs) in {train_seconds:.0f} s")
 
     final = {}
-    for factor, (_, frames_per_frame) in FACTOR_MIX.items():
-        scores = evaluate(model, dev, factor, frames_per_frame)
+    for factor in (1, 2, 3):
+        scores = evaluate(model, dev, factor, paper_upsampling_factor(factor))
         final[f"{SAMPLE_RATE / factor:.0f} Hz"] = {k: round(v, 2) for k, v in scores.items()}
         print(f"dev-clean at {SAMPLE_RATE / factor:.0f} Hz, throw-away head: "
               f"CER {scores['CER']:.2f} % WER {scores['WER']:.2f} %")
@@ -377,8 +428,9 @@ def main():
     run = {
         "command": command_line(args),
         "arguments": {key: str(value) for key, value in vars(args).items()},
-        "factor_mix": {str(f): {"probability": p, "ctc_frames_per_frame": k}
-                       for f, (p, k) in FACTOR_MIX.items()},
+        "factor_mix": {str(f): {"probability": round(p / sum(args.factor_mix.values()), 4),
+                                "ctc_frames_per_frame": paper_upsampling_factor(f)}
+                       for f, p in args.factor_mix.items()},
         "init_model_sha256": init_sha256,
         "utterances": len(train),
         "hours": round(hours, 3),
