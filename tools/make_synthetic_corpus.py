@@ -538,6 +538,11 @@ def main():
                              "the LM and the leakage test)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel synthesis processes")
     args = parser.parse_args()
+    # Check the synthesisers before anything is deleted: the splits are rewritten in place.
+    missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
+    if missing:
+        parser.error(f"{' and '.join(missing)} not found on PATH; install them (Debian: "
+                     "apt-get install espeak-ng sox flac libsox-fmt-all); nothing was changed")
 
     rng = random.Random(args.seed)
     n_eval = sum(n for _, n, _, _ in SPLITS)
