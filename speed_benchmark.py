@@ -76,6 +76,7 @@ from ssl_ctc.cpu_inference import (
     FP32_BACKENDS,
     CpuInferencePath,
     choose_fp32_backend,
+    choose_front_end,
     has_bf16_instructions,
 )
 from ssl_ctc.ctc import make_tokenizer
@@ -389,19 +390,40 @@ def prepare(arguments, work_folder):
 PATH_KERNELS = {"bf16": "aten", "int8": "int8"}
 
 
-def cpu_path_runner(device, fp32_backend, kernel_cache):
+class CpuPaths:
+    """The five tests' CPU path of any brain in a precision, with the choices made once.
+
+    Arguments
+    ---------
+    fp32_backend : str
+        Kernel of fp32 linear layers (see ``ssl_ctc.cpu_inference.FP32_BACKENDS``).
+    front_ends : dict
+        Precision -> CNN front end (``ssl_ctc.cpu_inference.FRONT_ENDS``); "matmul" if absent.
+    """
+
+    def __init__(self, fp32_backend, front_ends):
+        self.fp32_backend = fp32_backend
+        self.front_ends = front_ends
+        self.kernel_cache = {}  # the variants share one encoder: weights packed once
+
+    def of(self, modules, precision):
+        """``CpuInferencePath`` of ``modules`` in ``precision``."""
+        return CpuInferencePath(modules, PATH_KERNELS.get(precision, self.fp32_backend),
+                                self.kernel_cache, self.front_ends.get(precision, "matmul"))
+
+
+def cpu_path_runner(device, cpu_paths):
     """``run_of(brain, precision)``: the brain's batch function on the five tests' path.
 
     On CPU, ``brain.infer_batch`` inside ``ssl_ctc.cpu_inference``'s path for the
     precision (applied and undone around each batch: a class swap, the weights
-    packed once in ``kernel_cache``); on GPU, ``brain.infer_batch``.
+    packed once); on GPU, ``brain.infer_batch``.
     """
 
     def run_of(brain, precision):
         if device.startswith("cuda"):
             return brain.infer_batch
-        path = CpuInferencePath(brain.modules, PATH_KERNELS.get(precision, fp32_backend),
-                                kernel_cache)
+        path = cpu_paths.of(brain.modules, precision)
 
         def run_batch(wavs, wav_lens):
             with path.applied():
@@ -647,20 +669,25 @@ def run(arguments, work_folder):
     extra += [(precision, other) for other in arguments.threads[1:]]
     on_cpu = not device.startswith("cuda")
     cpu_paths, cpu_rows = {"flags": cpu_flags()}, []
-    fp32_backend, kernel_cache = arguments.cpu_backend, {}
+    fp32_backend, front_ends = arguments.cpu_backend, {}
     if on_cpu:
         print("choosing the CPU path, exporting to ONNX ...", flush=True)
+        compared = ["fp32", "int8"] + (["bf16"] if has_bf16_instructions() else [])
         if fp32_backend == "auto":
             linears = [module for module in baseline.modules.modules()
                        if type(module) is torch.nn.Linear]
             fp32_backend, cpu_paths["fp32_backend_gmacs_per_s"] = choose_fp32_backend(linears)
-        compared = ["fp32", "int8"] + (["bf16"] if has_bf16_instructions() else [])
-        cpu_paths.update(fp32_backend=fp32_backend, compared_precisions=compared,
-                         bf16_instructions=has_bf16_instructions())
+            cpu_paths["front_end_seconds"] = {}
+            for name in compared:
+                front_ends[name], cpu_paths["front_end_seconds"][name] = choose_front_end(
+                    baseline.modules, name)
+        cpu_paths.update(fp32_backend=fp32_backend, front_ends=front_ends,
+                         compared_precisions=compared, bf16_instructions=has_bf16_instructions())
+    paths = CpuPaths(fp32_backend, front_ends)
+    if on_cpu:
         cpu_paths["encoder_differences"] = encoder_differences(baseline, {
-            name: CpuInferencePath(baseline.modules, PATH_KERNELS.get(name, fp32_backend),
-                                   kernel_cache) for name in compared}, cpu_batches)
-    run_of = cpu_path_runner(device, fp32_backend, kernel_cache)
+            name: paths.of(baseline.modules, name) for name in compared}, cpu_batches)
+    run_of = cpu_path_runner(device, paths)
     matmul_backends = ["aten"]
     if on_cpu:
         matmul_backends += ["onednn", "int8"] + (["bf16"] if has_bf16_instructions() else [])
@@ -761,8 +788,7 @@ def run(arguments, work_folder):
             batch_size=BATCH_SIZE, devices=[device], cpu_threads=threads, warmup_batches=1,
             cpu_precision="fp32" if device.startswith("cuda") else precision,
             gpu_precision=precision, mac_batches=1, lm_path=arguments.lm_path)
-        cpu_path = (CpuInferencePath(baseline.modules, PATH_KERNELS.get(precision, fp32_backend),
-                                     kernel_cache) if on_cpu else None)
+        cpu_path = paths.of(baseline.modules, precision) if on_cpu else None
         results.update(measure_inference_path(
             baseline, setup["dataset"], batches, settings, arguments.repeats, device, cpu_path))
         save_results(results, arguments.output_folder, complete=False)

@@ -18,6 +18,8 @@ exit; on other devices, with gradients enabled (outside ``torch.no_grad`` /
 
 - ``"fp32"``: the fastest exact backend (``"auto"`` measures ``aten`` against
   ``onednn`` at the model's widest linear layer; outputs within 1e-4);
+  ``"auto"`` also measures the CNN front end as channels-last products
+  (``ssl_ctc.front_end``) against Hugging Face's convolutions and runs the faster;
 - ``"bf16"``: bf16 autocast for the block (fast only with avx512_bf16 / AMX);
 - ``"int8"``: dynamic int8 (fbgemm / x86 engine) of every linear layer,
   per-output-channel weight scales;
@@ -39,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
+from ssl_ctc.front_end import MatmulFeatureEncoder, channels_first_front_ends
 from ssl_ctc.records import cpu_flags
 
 CPU_INFERENCE_PRECISIONS = ("fp32", "bf16", "int8", "auto")
@@ -54,6 +57,13 @@ PROBE_ROWS = 512
 
 
 PROBE_REPEATS = 3
+
+
+# CNN front ends: ``MatmulFeatureEncoder``'s channels-last products, or Hugging Face's convolutions.
+FRONT_ENDS = ("matmul", "hugging_face")
+
+
+FRONT_END_PROBE_SAMPLES = (1, 32000)  # one 2-second utterance at 16 kHz
 
 
 class KernelLinear(torch.nn.Linear):
@@ -160,6 +170,66 @@ def choose_fp32_backend(linears, backends=FP32_BACKENDS):
     return max(rates, key=rates.get), rates
 
 
+def _front_end_mode(modules, front_end):
+    """Context in which ``modules``' front ends run as ``front_end`` (one of ``FRONT_ENDS``)."""
+    if front_end == "hugging_face":
+        return channels_first_front_ends(modules)
+    return contextlib.nullcontext()
+
+
+def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS):
+    """The faster CNN front end on this machine, and the seconds measured.
+
+    Which one wins depends on the processor (oneDNN's convolutions against its
+    matrix products): it is measured, alternately, on a random 2-second
+    utterance through the first ``MatmulFeatureEncoder`` in ``modules``.
+
+    Arguments
+    ---------
+    modules : torch.nn.Module
+        Searched recursively; without a ``MatmulFeatureEncoder`` nothing is measured.
+    precision : str
+        "fp32", "bf16" (measured under bf16 autocast) or "int8" (the front end is fp32).
+    repeats : int
+        Timed calls per front end and round (median kept; best of two rounds).
+
+    Returns
+    -------
+    tuple
+        ``(front_end, {front_end: seconds})``, ``front_end`` one of ``FRONT_ENDS``.
+
+    Example
+    -------
+    >>> from transformers import WavLMConfig, WavLMModel
+    >>> from ssl_ctc.front_end import use_matmul_front_end
+    >>> model = WavLMModel(WavLMConfig(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7))
+    >>> _ = use_matmul_front_end(model)
+    >>> front_end, seconds = choose_front_end(model)
+    >>> front_end in FRONT_ENDS, sorted(seconds) == sorted(FRONT_ENDS)
+    (True, True)
+    """
+    front_ends = [module for module in modules.modules()
+                  if isinstance(module, MatmulFeatureEncoder)]
+    if not front_ends:
+        return "matmul", {}
+    front_end = front_ends[0]
+    wavs = torch.randn(*FRONT_END_PROBE_SAMPLES)
+    seconds = {}
+    with torch.inference_mode(), _precision_context(precision):
+        for _ in range(2):  # alternated, so that a load change does not favour one
+            for name in FRONT_ENDS:
+                with _front_end_mode(front_end, name):
+                    timings = []
+                    for _ in range(repeats + 1):  # the first call is not timed
+                        start = time.perf_counter()
+                        front_end(wavs)
+                        timings.append(time.perf_counter() - start)
+                median = sorted(timings[1:])[repeats // 2]
+                seconds[name] = min(seconds.get(name, median), median)
+    return min(seconds, key=seconds.get), seconds
+
+
 class FastWavLMAttention(WavLMAttention):
     """WavLM's attention with the projections called as modules and a contiguous position gate.
 
@@ -227,7 +297,10 @@ class CpuInferencePlan:
     requested_precision, requested_backend : str
         As asked.
     measurements : dict
-        What the choices measured (GMAC/s by backend, probe seconds by precision).
+        What the choices measured (GMAC/s by backend, probe seconds by precision,
+        front-end seconds).
+    front_end : str
+        CNN front end that runs (one of ``FRONT_ENDS``).
     """
 
     precision: str
@@ -235,12 +308,14 @@ class CpuInferencePlan:
     requested_precision: str
     requested_backend: str
     measurements: dict
+    front_end: str = "matmul"
 
     def record(self):
         """Fields for a benchmark record (the processor's flags included)."""
         return {"cpu_precision": self.precision, "cpu_backend": self.backend,
                 "cpu_requested_precision": self.requested_precision,
                 "cpu_requested_backend": self.requested_backend,
+                "cpu_front_end": self.front_end,
                 "cpu_choice_measurements": self.measurements, "cpu_flags": cpu_flags()}
 
 
@@ -256,6 +331,8 @@ class CpuInferencePath:
     kernel_cache : dict, optional
         ``(linear, backend) -> kernel``, shared by paths over the same layers (the
         speed script's variants share one encoder), so that weights are packed once.
+    front_end : str
+        CNN front end of the ``MatmulFeatureEncoder`` instances (one of ``FRONT_ENDS``).
 
     Example
     -------
@@ -268,7 +345,11 @@ class CpuInferencePath:
     ('Linear', ['0.weight', '0.bias'])
     """
 
-    def __init__(self, modules, backend, kernel_cache=None):
+    def __init__(self, modules, backend, kernel_cache=None, front_end="matmul"):
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"unknown front end {front_end!r} (expected one of {FRONT_ENDS})")
+        self.modules = modules
+        self.front_end = front_end
         self.linears = [module for module in modules.modules() if type(module) is torch.nn.Linear]
         self.attentions = [module for module in modules.modules()
                            if type(module) is WavLMAttention]
@@ -293,7 +374,8 @@ class CpuInferencePath:
         for attention in self.attentions:
             attention.__class__ = FastWavLMAttention
         try:
-            yield self
+            with _front_end_mode(self.modules, self.front_end):
+                yield self
         finally:
             for linear in self.linears:
                 linear.__class__ = torch.nn.Linear
@@ -343,8 +425,9 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
     precision : str
         One of ``CPU_INFERENCE_PRECISIONS``; "bf16" enters bf16 autocast for the block.
     backend : str
-        fp32 kernel: "auto" (measured), "aten" or "onednn"; ignored for int8
-        and bf16 (autocast runs ``F.linear``).
+        fp32 kernel: "auto" (measured, and the CNN front end too: ``choose_front_end``),
+        "aten" or "onednn" (with the matmul front end); the kernel is ignored for
+        int8 and bf16 (autocast runs ``F.linear``).
     probe : callable, optional
         ``probe()`` runs one representative forward; needed by ``"auto"``
         precision on processors with bf16 instructions.
@@ -389,6 +472,12 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
             measurements["probe_seconds"] = seconds
             chosen = min(seconds, key=seconds.get)
     kernel = {"fp32": fp32_backend, "bf16": "aten", "int8": "int8"}[chosen]
-    plan = CpuInferencePlan(chosen, kernel, precision, backend, measurements)
-    with CpuInferencePath(modules, kernel).applied(), _precision_context(chosen):
+    front_end = "matmul"
+    if backend == "auto":
+        front_end, seconds = choose_front_end(modules, chosen)
+        if seconds:
+            measurements["front_end_seconds"] = seconds
+    plan = CpuInferencePlan(chosen, kernel, precision, backend, measurements, front_end)
+    with (CpuInferencePath(modules, kernel, front_end=front_end).applied(),
+          _precision_context(chosen)):
         yield plan

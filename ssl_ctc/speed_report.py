@@ -260,6 +260,11 @@ def _print_cpu_paths(cpu_paths):
     print(f"\nCPU paths (same batches, same round-robin); fp32 backend "
           f"{cpu_paths['fp32_backend']}{measured}; 'baseline' is the five tests' path in "
           f"{cpu_paths['main_precision']}:")
+    for precision, seconds in cpu_paths.get("front_end_seconds", {}).items():
+        if seconds:
+            print(f"  CNN front end in {precision}: {cpu_paths['front_ends'][precision]} (2 s "
+                  "probe: " + ", ".join(f"{name} {value * 1000:.0f} ms"
+                                        for name, value in seconds.items()) + ")")
     for label, row in cpu_paths["rows"].items():
         print(f"  {label:<28} median {row['median_time_s']:8.3f} s  {row['gmacs_per_s']:7.1f} "
               f"GMAC/s  x{row['speedup_vs_baseline']:.2f} the baseline's speed")

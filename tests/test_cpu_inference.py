@@ -4,7 +4,13 @@ import pytest
 import torch
 from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
 
-from ssl_ctc.cpu_inference import FastWavLMAttention, cpu_inference, has_bf16_instructions
+from ssl_ctc.cpu_inference import (
+    FRONT_ENDS,
+    CpuInferencePath,
+    FastWavLMAttention,
+    cpu_inference,
+    has_bf16_instructions,
+)
 from ssl_ctc.front_end import use_matmul_front_end
 
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -91,3 +97,25 @@ def test_unknown_names_fail_fast():
     with pytest.raises(ValueError, match="backend"):
         with cpu_inference(torch.nn.Linear(2, 2), "fp32", "cuda"):
             pass
+
+
+def test_front_end_choice_is_measured_recorded_and_exact():
+    """``auto`` picks the faster CNN front end, records it, and either gives the same outputs."""
+    modules = _model(WavLMConfig, WavLMModel)
+    front_end = modules["ssl"].feature_extractor
+    wavs, mask = _padded_batch()
+    with torch.inference_mode():
+        expected = _forward(modules, wavs, mask)
+        with cpu_inference(modules, "fp32") as plan:
+            chosen = plan.record()
+            assert front_end.use_matmuls == (plan.front_end == "matmul")
+        for name in FRONT_ENDS:
+            with CpuInferencePath(modules, "onednn", front_end=name).applied():
+                assert front_end.use_matmuls == (name == "matmul")
+                torch.testing.assert_close(_forward(modules, wavs, mask), expected,
+                                           atol=1e-4, rtol=1e-4)
+    assert chosen["cpu_front_end"] in FRONT_ENDS
+    assert sorted(chosen["cpu_choice_measurements"]["front_end_seconds"]) == sorted(FRONT_ENDS)
+    assert front_end.use_matmuls
+    with pytest.raises(ValueError, match="front end"):
+        CpuInferencePath(modules, "aten", front_end="conv")
