@@ -125,18 +125,23 @@ def int8_kernel(linear):
 KERNELS = {"aten": aten_kernel, "onednn": onednn_kernel, "int8": int8_kernel}
 
 
+def _median_seconds(call, repeats=PROBE_REPEATS):
+    """Median seconds of ``call()`` over ``repeats`` timed calls, after one untimed call."""
+    call()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return sorted(seconds)[repeats // 2]
+
+
 def linear_gmacs_per_s(kernel_factory, linear, rows=PROBE_ROWS, repeats=PROBE_REPEATS):
     """GMAC/s of one kernel on ``rows x in_features`` inputs (median of ``repeats``)."""
     inputs = torch.randn(rows, linear.in_features)
     kernel = kernel_factory(linear)
     with torch.inference_mode():
-        kernel(inputs)
-        seconds = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            kernel(inputs)
-            seconds.append(time.perf_counter() - start)
-    median = sorted(seconds)[len(seconds) // 2]
+        median = _median_seconds(lambda: kernel(inputs), repeats)
     return rows * linear.in_features * linear.out_features / median / 1e9
 
 
@@ -220,12 +225,7 @@ def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS):
         for _ in range(2):  # alternated, so that a load change does not favour one
             for name in FRONT_ENDS:
                 with _front_end_mode(front_end, name):
-                    timings = []
-                    for _ in range(repeats + 1):  # the first call is not timed
-                        start = time.perf_counter()
-                        front_end(wavs)
-                        timings.append(time.perf_counter() - start)
-                median = sorted(timings[1:])[repeats // 2]
+                    median = _median_seconds(lambda: front_end(wavs), repeats)
                 seconds[name] = min(seconds.get(name, median), median)
     return min(seconds, key=seconds.get), seconds
 
@@ -398,13 +398,8 @@ def has_bf16_instructions(flags=None):
 
 def _probe_seconds(probe, path, precision, repeats=PROBE_REPEATS):
     """Median seconds of ``probe()`` on a path, in a precision (one untimed call first)."""
-    seconds = []
     with path.applied(), torch.inference_mode(), _precision_context(precision):
-        for _ in range(repeats + 1):
-            start = time.perf_counter()
-            probe()
-            seconds.append(time.perf_counter() - start)
-    return sorted(seconds[1:])[repeats // 2]
+        return _median_seconds(probe, repeats)
 
 
 def _precision_context(precision):

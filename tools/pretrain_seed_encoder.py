@@ -48,6 +48,7 @@ from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
 
 from ssl_ctc.downsampling import paper_upsampling_factor
 
+FACTORS = (1, 2, 3)  # input downsampling factors: 16, 8 and 16/3 kHz
 # Downsampling factor of a batch -> probability (the default of --factor-mix).
 FACTOR_MIX = {1: 0.5, 2: 0.3, 3: 0.2}
 START_FACTOR = 2  # the only factor during the first --start-steps steps
@@ -74,7 +75,7 @@ def parse_factor_mix(text):
     mix = {}
     for pair in text.split(","):
         factor, _, weight = pair.partition(":")
-        if int(factor) not in (1, 2, 3) or float(weight) < 0:
+        if int(factor) not in FACTORS or float(weight) < 0:
             raise argparse.ArgumentTypeError(
                 f"'{pair}' is not factor:weight with factor 1, 2 or 3")
         mix[int(factor)] = float(weight)
@@ -144,7 +145,7 @@ class SeedCTC(torch.nn.Module):
         self.encoder = WavLMModel(config)
         self.heads = torch.nn.ModuleDict({
             str(k): torch.nn.Linear(config.hidden_size, k * N_OUTPUTS)
-            for k in sorted({paper_upsampling_factor(f) for f in (1, 2, 3)})
+            for k in sorted({paper_upsampling_factor(f) for f in FACTORS})
         })
 
     def forward(self, wav, lengths, frames_per_frame=1):
@@ -239,6 +240,12 @@ def command_line(args):
 
 # Column suffix of each input downsampling factor in dev.csv (16 kHz keeps the plain names).
 DEV_RATE_SUFFIXES = {1: "", 2: "_8k", 3: "_5k"}
+
+
+def evaluate_rates(model, dev):
+    """Dev-clean greedy CER/WER of the throw-away head at each input rate, by factor."""
+    return {factor: evaluate(model, dev, factor, paper_upsampling_factor(factor))
+            for factor in FACTORS}
 
 
 def write_dev_log(path, rows):
@@ -389,7 +396,7 @@ def main():
             if step % args.log_every == 0:
                 mean = sum(value for _, value in running) / len(running)
                 by_factor = []
-                for f in (1, 2, 3):
+                for f in FACTORS:
                     values = [value for g, value in running if g == f]
                     by_factor.append(f"{sum(values) / len(values):.4f}" if values else "")
                 elapsed = time.time() - start
@@ -401,16 +408,16 @@ def main():
                       f"elapsed {elapsed:.0f} s", flush=True)
                 running = []
             if step % args.eval_every == 0 or step == args.steps:
+                dev_scores = evaluate_rates(model, dev)  # the last one is at step == args.steps
                 row = {"step": step}
-                for factor in (1, 2, 3):
-                    scores = evaluate(model, dev, factor, paper_upsampling_factor(factor))
+                for factor, scores in dev_scores.items():
                     suffix = DEV_RATE_SUFFIXES[factor]
                     row[f"CER{suffix}"] = round(scores["CER"], 2)
                     row[f"WER{suffix}"] = round(scores["WER"], 2)
                 dev_rows.append(row)
                 print(f"step {step}: dev-clean greedy " + ", ".join(
-                    f"{SAMPLE_RATE / f:.0f} Hz CER {row['CER' + DEV_RATE_SUFFIXES[f]]:.2f} % "
-                    f"WER {row['WER' + DEV_RATE_SUFFIXES[f]]:.2f} %" for f in (1, 2, 3)),
+                    f"{SAMPLE_RATE / f:.0f} Hz CER {scores['CER']:.2f} % "
+                    f"WER {scores['WER']:.2f} %" for f, scores in dev_scores.items()),
                     flush=True)
                 model.encoder.save_pretrained(args.pretrain_dir / "snapshot",
                                               safe_serialization=True)
@@ -418,9 +425,10 @@ def main():
     loss_file.close()
     print(f"trained {step} steps ({epoch} epochs) in {train_seconds:.0f} s")
 
+    if not dev_rows:  # --steps 0: no check ran, score the initial encoder
+        dev_scores = evaluate_rates(model, dev)
     final = {}
-    for factor in (1, 2, 3):
-        scores = evaluate(model, dev, factor, paper_upsampling_factor(factor))
+    for factor, scores in dev_scores.items():  # the check at the last step
         final[f"{SAMPLE_RATE / factor:.0f} Hz"] = {k: round(v, 2) for k, v in scores.items()}
         print(f"dev-clean at {SAMPLE_RATE / factor:.0f} Hz, throw-away head: "
               f"CER {scores['CER']:.2f} % WER {scores['WER']:.2f} %")
