@@ -119,14 +119,18 @@ def _transcribe(brain, batches, device, precision, lm_decoder, timers):
 def _inference_path(brain, loader, device, precision):
     """On CPU, ``cpu_inference`` over the brain's modules (its plan); on GPU, nothing (None).
 
-    The probe of ``"auto"`` precision is the first test batch, loaded only if measured.
+    The probe (the first test batch, loaded once and only if used) checks a reduced
+    precision's output against fp32 and times ``"auto"``'s candidates.
     """
     if device.startswith("cuda"):
         return contextlib.nullcontext()
+    first_batch = []
 
     def probe():
-        batch = next(iter(loader))
-        brain.infer_batch(batch.sig.data.to(device), batch.sig.lengths.to(device))
+        if not first_batch:
+            first_batch.append(next(iter(loader)))
+        signal = first_batch[0].sig
+        return brain.infer_batch(signal.data.to(device), signal.lengths.to(device))
 
     return cpu_inference(brain.modules, precision, probe=probe)
 

@@ -23,8 +23,17 @@ exit; on other devices, with gradients enabled (outside ``torch.no_grad`` /
 - ``"bf16"``: bf16 autocast for the block (fast only with avx512_bf16 / AMX);
 - ``"int8"``: dynamic int8 (fbgemm / x86 engine) of every linear layer,
   per-output-channel weight scales;
-- ``"auto"``: bf16 where the processor has bf16 instructions and a short
-  measurement (``probe``) shows it faster than fp32, fp32 elsewhere.
+- ``"auto"``: bf16 where the processor has bf16 instructions, the check below
+  passes and a short measurement (``probe``) shows it faster than fp32, fp32 elsewhere.
+
+No silent wrong numbers: before a reduced precision (bf16, int8) is used, each of
+its kernels is checked on this machine against fp32 on random inputs, layer by
+layer (``check_modules``: every ``nn.Linear`` and, for bf16, every ``nn.Conv1d``);
+a layer whose error exceeds ``MODULE_TOLERANCE`` runs in fp32 (oneDNN's bf16
+grouped convolution is wrong on some processors for WavLM's positional
+convolution with few channels per group). With a ``probe``, the whole output is
+then compared with fp32 as well, and a precision whose output is off by more than
+``OUTPUT_TOLERANCE`` is refused (fp32 runs). The plan records the fallbacks and why.
 
 Usage::
 
@@ -64,6 +73,20 @@ FRONT_ENDS = ("matmul", "hugging_face")
 
 
 FRONT_END_PROBE_SAMPLES = (1, 32000)  # one 2-second utterance at 16 kHz
+
+
+# Relative L2 error of one layer's reduced-precision output against fp32 on the check's random
+# inputs above which its kernel counts as wrong on this CPU and the layer runs in fp32 (rounding
+# alone gives about 0.3 % in bf16 and 1-2 % in int8; the faulty kernels seen give 50-100 %).
+MODULE_TOLERANCE = {"bf16": 0.02, "int8": 0.05}
+
+
+# Relative L2 error of the probe's whole output against fp32 above which a reduced precision is
+# refused and fp32 runs (WavLM Large: about 1.5 % in bf16, 4 % in int8).
+OUTPUT_TOLERANCE = {"bf16": 0.05, "int8": 0.1}
+
+
+CHECK_ROWS = 64  # rows (frames) of the random input of each checked layer
 
 
 class KernelLinear(torch.nn.Linear):
@@ -230,6 +253,94 @@ def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS):
     return min(seconds, key=seconds.get), seconds
 
 
+def relative_error(output, reference):
+    """Relative L2 error of ``output`` against ``reference`` (0 when both are zero).
+
+    Example
+    -------
+    >>> relative_error(torch.tensor([1.0, 1.1]), torch.tensor([1.0, 1.0])) < 0.08
+    True
+    """
+    output, reference = output.float(), reference.float()
+    return float((output - reference).norm() / reference.norm().clamp(min=1e-12))
+
+
+def checked_layers(modules, precision):
+    """``(name, layer)`` whose ``precision`` kernels ``check_modules`` checks.
+
+    int8 replaces the ``nn.Linear`` layers; bf16 autocast also runs every 1-D
+    convolution (the CNN front end, the positional convolution) in bf16.
+    """
+    kinds = (torch.nn.Linear, torch.nn.Conv1d) if precision == "bf16" else (torch.nn.Linear,)
+    return [(name, module) for name, module in modules.named_modules()
+            if isinstance(module, kinds) and not isinstance(module, KernelLinear)]
+
+
+def _check_input(layer, generator):
+    if isinstance(layer, torch.nn.Conv1d):
+        shape = (1, layer.in_channels, layer.kernel_size[0] * layer.dilation[0] + CHECK_ROWS)
+    else:
+        shape = (CHECK_ROWS, layer.in_features)
+    return torch.randn(*shape, generator=generator)
+
+
+def check_modules(modules, precision, kernel_of=None):
+    """Each layer's ``precision`` output against fp32 on random inputs: errors and failures.
+
+    Arguments
+    ---------
+    modules : torch.nn.Module
+        Searched recursively (see ``checked_layers``).
+    precision : str
+        "bf16" (autocast) or "int8" (``kernel_of(linear)``, the int8 kernel by default).
+    kernel_of : callable, optional
+        ``linear -> kernel`` for int8 (``CpuInferencePath`` passes its cached kernels).
+
+    Returns
+    -------
+    tuple
+        ``({name: relative error}, {name: reason})``: the second holds the layers
+        beyond ``MODULE_TOLERANCE``, which must run in fp32.
+
+    Example
+    -------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Conv1d(4, 4, 3, groups=2))
+    >>> errors, failures = check_modules(model, "bf16")
+    >>> sorted(errors), failures
+    (['0', '1'], {})
+    """
+    kernel_of = KERNELS["int8"] if kernel_of is None else kernel_of
+    tolerance = MODULE_TOLERANCE[precision]
+    generator = torch.Generator().manual_seed(0)
+    errors, failures = {}, {}
+    with torch.inference_mode():
+        for name, layer in checked_layers(modules, precision):
+            inputs = _check_input(layer, generator)
+            reference = layer(inputs)
+            if precision == "bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    output = layer(inputs)
+            else:
+                output = kernel_of(layer)(inputs)
+            errors[name] = relative_error(output, reference)
+            if not errors[name] <= tolerance:  # NaN fails too
+                failures[name] = (f"{precision} kernel off by {errors[name]:.1%} "
+                                  f"(tolerance {tolerance:.0%}) on this CPU")
+    return errors, failures
+
+
+def _fp32_forward(module):
+    """A forward for ``module`` that runs it in fp32 (autocast off, inputs cast to float)."""
+
+    def forward(*args, **kwargs):
+        args = [arg.float() if torch.is_tensor(arg) and arg.is_floating_point() else arg
+                for arg in args]
+        with torch.autocast("cpu", enabled=False):
+            return type(module).forward(module, *args, **kwargs)
+
+    return forward
+
+
 class FastWavLMAttention(WavLMAttention):
     """WavLM's attention with the projections called as modules and a contiguous position gate.
 
@@ -301,6 +412,11 @@ class CpuInferencePlan:
         front-end seconds).
     front_end : str
         CNN front end that runs (one of ``FRONT_ENDS``).
+    fallbacks : dict
+        Layer name -> why it runs in fp32 (``check_modules``), or the whole model
+        -> why the requested precision was refused.
+    check : dict
+        The check's figures: largest layer error, tolerances, the probe output's error.
     """
 
     precision: str
@@ -309,6 +425,8 @@ class CpuInferencePlan:
     requested_backend: str
     measurements: dict
     front_end: str = "matmul"
+    fallbacks: dict = dataclasses.field(default_factory=dict)
+    check: dict = dataclasses.field(default_factory=dict)
 
     def record(self):
         """Fields for a benchmark record (the processor's flags included)."""
@@ -316,6 +434,7 @@ class CpuInferencePlan:
                 "cpu_requested_precision": self.requested_precision,
                 "cpu_requested_backend": self.requested_backend,
                 "cpu_front_end": self.front_end,
+                "cpu_fp32_fallbacks": self.fallbacks, "cpu_precision_check": self.check,
                 "cpu_choice_measurements": self.measurements, "cpu_flags": cpu_flags()}
 
 
@@ -333,6 +452,9 @@ class CpuInferencePath:
         speed script's variants share one encoder), so that weights are packed once.
     front_end : str
         CNN front end of the ``MatmulFeatureEncoder`` instances (one of ``FRONT_ENDS``).
+    fp32_layers : iterable of str
+        Names of layers (in ``modules``) that run in fp32 whatever the precision:
+        autocast off, and the "aten" kernel instead of int8 (see ``check_modules``).
 
     Example
     -------
@@ -345,11 +467,13 @@ class CpuInferencePath:
     ('Linear', ['0.weight', '0.bias'])
     """
 
-    def __init__(self, modules, backend, kernel_cache=None, front_end="matmul"):
+    def __init__(self, modules, backend, kernel_cache=None, front_end="matmul", fp32_layers=()):
         if front_end not in FRONT_ENDS:
             raise ValueError(f"unknown front end {front_end!r} (expected one of {FRONT_ENDS})")
         self.modules = modules
         self.front_end = front_end
+        named = dict(modules.named_modules())
+        self.fp32_layers = [named[name] for name in fp32_layers]
         self.linears = [module for module in modules.modules() if type(module) is torch.nn.Linear]
         self.attentions = [module for module in modules.modules()
                            if type(module) is WavLMAttention]
@@ -357,11 +481,19 @@ class CpuInferencePath:
         self.kernel_cache = {} if kernel_cache is None else kernel_cache
         self.kernels = None
 
-    def _kernel(self, linear):
-        key = (linear, self.backend)
+    def _kernel(self, linear, backend=None):
+        backend = self.backend if backend is None else backend
+        if backend == "int8" and any(linear is layer for layer in self.fp32_layers):
+            backend = "aten"
+        key = (linear, backend)
         if key not in self.kernel_cache:
-            self.kernel_cache[key] = KERNELS[self.backend](linear)
+            self.kernel_cache[key] = KERNELS[backend](linear)
         return self.kernel_cache[key]
+
+    def check(self, precision):
+        """``check_modules`` for ``precision`` with this path's (cached) int8 kernels."""
+        return check_modules(self.modules, precision,
+                             kernel_of=lambda linear: self._kernel(linear, "int8"))
 
     @contextlib.contextmanager
     def applied(self):
@@ -373,10 +505,14 @@ class CpuInferencePath:
             linear.__class__ = KernelLinear
         for attention in self.attentions:
             attention.__class__ = FastWavLMAttention
+        for layer in self.fp32_layers:
+            layer.forward = _fp32_forward(layer)
         try:
             with _front_end_mode(self.modules, self.front_end):
                 yield self
         finally:
+            for layer in self.fp32_layers:
+                del layer.forward
             for linear in self.linears:
                 linear.__class__ = torch.nn.Linear
                 del linear.cpu_kernel
@@ -452,27 +588,77 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
         fp32_backend = "aten"
         if linears and precision in ("fp32", "auto"):
             fp32_backend, measurements["fp32_backend_gmacs_per_s"] = choose_fp32_backend(linears)
-    chosen = precision
+    chosen, fallbacks, check, kernel_cache = precision, {}, {}, {}
     if precision == "auto":
         chosen = "fp32"
         if not has_bf16_instructions():
             measurements["auto"] = f"fp32: no {' / '.join(BF16_INSTRUCTIONS)} on this CPU"
         elif probe is None:
-            measurements["auto"] = "fp32: no probe to measure bf16 with"
+            measurements["auto"] = "fp32: no probe to measure and check bf16 with"
         else:
-            fp32_path = CpuInferencePath(modules, fp32_backend)
-            bf16_path = CpuInferencePath(modules, "aten")
-            seconds = {"fp32": _probe_seconds(probe, fp32_path, "fp32"),
-                       "bf16": _probe_seconds(probe, bf16_path, "bf16")}
-            measurements["probe_seconds"] = seconds
-            chosen = min(seconds, key=seconds.get)
+            chosen = "bf16"
+    if chosen != "fp32":
+        fallbacks, check = _check_precision(modules, chosen, fp32_backend, probe, kernel_cache)
+        if "model" in fallbacks:
+            chosen = "fp32"
+    if precision == "auto" and chosen == "bf16":
+        seconds = {"fp32": _probe_seconds(probe, CpuInferencePath(
+                       modules, fp32_backend, kernel_cache), "fp32"),
+                   "bf16": _probe_seconds(probe, CpuInferencePath(
+                       modules, "aten", kernel_cache, fp32_layers=fallbacks), "bf16")}
+        measurements["probe_seconds"] = seconds
+        chosen = min(seconds, key=seconds.get)
     kernel = {"fp32": fp32_backend, "bf16": "aten", "int8": "int8"}[chosen]
     front_end = "matmul"
     if backend == "auto":
         front_end, seconds = choose_front_end(modules, chosen)
         if seconds:
             measurements["front_end_seconds"] = seconds
-    plan = CpuInferencePlan(chosen, kernel, precision, backend, measurements, front_end)
-    with (CpuInferencePath(modules, kernel, front_end=front_end).applied(),
+    fp32_layers = () if chosen == "fp32" else fallbacks
+    plan = CpuInferencePlan(chosen, kernel, precision, backend, measurements, front_end,
+                            fallbacks, check)
+    with (CpuInferencePath(modules, kernel, kernel_cache, front_end, fp32_layers).applied(),
           _precision_context(chosen)):
         yield plan
+
+
+def _probe_tensor(output):
+    """What the output check compares: a Brain's posteriors (``infer_batch``), or the output.
+
+    Posteriors rather than log-probs, whose large negative values of unlikely
+    labels would hide an error in the likely ones.
+    """
+    if isinstance(output, dict) and "log_probs" in output:
+        return output["log_probs"].float().exp()
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    return output.float() if torch.is_tensor(output) else None
+
+
+def _check_precision(modules, precision, fp32_backend, probe, kernel_cache):
+    """Layer check, then (with a probe) the output check of ``precision``: fallbacks, figures.
+
+    Fallbacks name layers that run in fp32, or ``"model"`` when the whole output
+    is off beyond ``OUTPUT_TOLERANCE`` (the precision is then refused).
+    """
+    path = CpuInferencePath(modules, "int8" if precision == "int8" else "aten", kernel_cache)
+    errors, fallbacks = path.check(precision)
+    check = {"layers_checked": len(errors),
+             "largest_layer_error": max(errors.values(), default=0.0),
+             "layer_tolerance": MODULE_TOLERANCE[precision]}
+    if probe is None:
+        return fallbacks, check
+    with torch.inference_mode():
+        with CpuInferencePath(modules, fp32_backend, kernel_cache).applied():
+            reference = _probe_tensor(probe())
+        with (CpuInferencePath(modules, path.backend, path.kernel_cache, fp32_layers=fallbacks)
+              .applied(), _precision_context(precision)):
+            output = _probe_tensor(probe())
+    if reference is None or output is None:
+        return fallbacks, check
+    error = relative_error(output, reference)
+    check.update(output_error=error, output_tolerance=OUTPUT_TOLERANCE[precision])
+    if not error <= OUTPUT_TOLERANCE[precision]:
+        fallbacks["model"] = (f"{precision} output off by {error:.1%} (tolerance "
+                              f"{OUTPUT_TOLERANCE[precision]:.0%}) on the probe: fp32 runs")
+    return fallbacks, check

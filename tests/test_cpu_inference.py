@@ -6,10 +6,15 @@ from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
 
 from ssl_ctc.cpu_inference import (
     FRONT_ENDS,
+    KERNELS,
+    MODULE_TOLERANCE,
+    OUTPUT_TOLERANCE,
     CpuInferencePath,
     FastWavLMAttention,
     cpu_inference,
     has_bf16_instructions,
+    int8_kernel,
+    relative_error,
 )
 from ssl_ctc.front_end import use_matmul_front_end
 
@@ -119,3 +124,82 @@ def test_front_end_choice_is_measured_recorded_and_exact():
     assert front_end.use_matmuls
     with pytest.raises(ValueError, match="front end"):
         CpuInferencePath(modules, "aten", front_end="conv")
+
+
+def _faulty_grouped_conv_under_bf16(monkeypatch):
+    """Make bf16 grouped 1-D convolutions wrong, as oneDNN's are on some CPUs (WavLM's pos_conv)."""
+    original = torch.nn.Conv1d._conv_forward
+
+    def faulty(self, inputs, weight, bias):
+        output = original(self, inputs, weight, bias)
+        if torch.is_autocast_enabled("cpu") and self.groups > 1:
+            return output.flip(-1) * 3
+        return output
+
+    monkeypatch.setattr(torch.nn.Conv1d, "_conv_forward", faulty)
+
+
+def test_bf16_layer_with_a_wrong_kernel_runs_in_fp32_and_is_recorded(monkeypatch):
+    modules = _model(WavLMConfig, WavLMModel)
+    wavs, mask = _padded_batch()
+    _faulty_grouped_conv_under_bf16(monkeypatch)
+    with torch.inference_mode():
+        expected = _forward(modules, wavs, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            unchecked = _forward(modules, wavs, mask).float()
+        with cpu_inference(modules, "bf16") as plan:
+            checked = _forward(modules, wavs, mask).float()
+    assert relative_error(unchecked, expected) > 0.2  # the fault shows without the check
+    assert relative_error(checked, expected) < 0.05
+    assert plan.precision == "bf16"
+    assert list(plan.fallbacks) == ["ssl.encoder.pos_conv_embed.conv"]
+    assert "bf16 kernel off by" in plan.fallbacks["ssl.encoder.pos_conv_embed.conv"]
+    record = plan.record()
+    assert record["cpu_fp32_fallbacks"] == plan.fallbacks
+    assert record["cpu_precision_check"]["largest_layer_error"] > MODULE_TOLERANCE["bf16"]
+    assert "forward" not in vars(modules["ssl"].encoder.pos_conv_embed.conv)  # restored
+
+
+def test_int8_layer_with_a_wrong_kernel_runs_in_fp32(monkeypatch):
+    modules = _model(WavLMConfig, WavLMModel)
+    wavs, mask = _padded_batch()
+
+    def faulty_int8(linear):
+        kernel = int8_kernel(linear)
+        return (lambda inputs: -kernel(inputs)) if linear.out_features == 31 else kernel
+
+    monkeypatch.setitem(KERNELS, "int8", faulty_int8)
+    with torch.inference_mode():
+        expected = _forward(modules, wavs, mask)
+        with cpu_inference(modules, "int8") as plan:
+            output = _forward(modules, wavs, mask)
+    assert list(plan.fallbacks) == ["head"]
+    assert relative_error(output, expected) < 0.1
+
+
+def test_precision_whose_output_is_wrong_is_refused(monkeypatch):
+    """Layers each right but the whole output wrong (here: the probe sees it): fp32 runs."""
+    modules = _model(WavLMConfig, WavLMModel)
+    wavs, mask = _padded_batch()
+
+    def probe():
+        output = _forward(modules, wavs, mask)
+        return output.flip(-1) if torch.is_autocast_enabled("cpu") else output
+
+    with torch.inference_mode(), cpu_inference(modules, "bf16", probe=probe) as plan:
+        assert not torch.is_autocast_enabled("cpu")
+    assert plan.precision == "fp32" and plan.requested_precision == "bf16"
+    assert "output off by" in plan.fallbacks["model"]
+    assert plan.check["output_error"] > OUTPUT_TOLERANCE["bf16"]
+
+
+def test_check_passes_on_a_correct_kernel():
+    modules = _model(WavLMConfig, WavLMModel)
+    wavs, mask = _padded_batch()
+    for precision in ("bf16", "int8"):
+        with torch.inference_mode(), cpu_inference(
+                modules, precision, probe=lambda: _forward(modules, wavs, mask)) as plan:
+            pass
+        assert plan.precision == precision and plan.fallbacks == {}
+        assert plan.check["output_error"] <= OUTPUT_TOLERANCE[precision]
+        assert plan.check["layers_checked"] > 0
