@@ -29,7 +29,7 @@ Usage
 -----
 In a recipe script::
 
-    settings = BenchmarkSettings.from_hparams(hparams)  # ssl_ctc.benchmark_settings
+    settings = BenchmarkSettings.from_hparams(hparams)  # ssl_ctc.benchmarking.settings
     settings.validate()  # at start-up, before training
     ...
     benchmark.run_five_tests(brain, test_datasets, settings, tags, output_folder)
@@ -52,12 +52,9 @@ import time
 import torch
 from speechbrain.utils.metric_stats import ErrorRateStats
 
-from ssl_ctc.cpu_inference import cpu_inference
-from ssl_ctc.ctc import greedy_decode
-from ssl_ctc.data import make_test_loader
-from ssl_ctc.lm_decoding import LMDecoder
-from ssl_ctc.macs import count_macs, count_module_hook_macs, evenly_spaced_indices
-from ssl_ctc.records import (
+from ssl_ctc.benchmarking.macs import count_macs, count_module_hook_macs, evenly_spaced_indices
+from ssl_ctc.benchmarking.measurement import PeakMemory, autocast, available_cpu_cores, synchronize
+from ssl_ctc.benchmarking.records import (
     CPU_TESTS,
     GPU_TESTS,
     MAC_TEST,
@@ -69,8 +66,11 @@ from ssl_ctc.records import (
     summarize_extras,
     utc_timestamp,
 )
-from ssl_ctc.summary import summarize
-from ssl_ctc.timing import PeakMemory, autocast, available_cpu_cores, synchronize
+from ssl_ctc.benchmarking.summary import summarize
+from ssl_ctc.cpu.plan import cpu_inference
+from ssl_ctc.ctc import greedy_decode
+from ssl_ctc.data import make_test_loader
+from ssl_ctc.lm_decoding import LMDecoder
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ batches of 4 sorted by duration, neighbours of similar length), the variants are
 timed interleaved: a round-robin over all of them, repeated, rotated each repeat,
 the median kept.
 For each: median time, time ratio to the baseline, GMACs ratio to the baseline
-(``ssl_ctc.macs.count_macs``, a separate pass under ``torch.no_grad``), achieved
+(``ssl_ctc.benchmarking.macs.count_macs``, a separate pass under ``torch.no_grad``), achieved
 GMAC/s, and its fraction of the machine's own matmul throughput, measured in the
 same round-robin with ``torch.nn.functional.linear`` on the shapes of a
 transformer layer at the baseline's frame counts. The downsamplers are also
@@ -25,7 +25,7 @@ the five tests: data loading, forward, decoding) is measured against a bare
 the same run; and the CPU (or GPU) time with the LM against without it, at the
 YAML's beam settings, with ``benchmark.py``'s overlapped LM decoder.
 
-On CPU every variant runs through ``ssl_ctc.cpu_inference`` (the five tests'
+On CPU every variant runs through ``ssl_ctc.cpu.plan`` (the five tests'
 default: the fastest exact fp32 backend, measured at start), beside the baseline
 on Hugging Face's own path (before this change), in int8, in bf16 where the CPU
 has bf16 instructions, and exported to ONNX in ONNX Runtime's CPU session (fp32
@@ -71,8 +71,36 @@ import transformers
 from hyperpyyaml import load_hyperpyyaml
 
 from early_exiting.brain import EarlyExitBrain
-from ssl_ctc.benchmark_settings import PAPER_TEST_BATCH_SIZE, BenchmarkSettings
-from ssl_ctc.cpu_inference import (
+from speed_analysis.overheads import measure_inference_path, precision_wer_change
+from speed_analysis.random_encoders import (
+    ARCHITECTURES,
+    LARGE_SHAPE,
+    TINY_SHAPE,
+    save_random_encoder,
+    share_weights,
+)
+from speed_analysis.reference_workloads import (
+    count_variant_macs,
+    downsample_only,
+    front_end_only,
+    layer_macs_per_row,
+    layer_matmuls,
+)
+from speed_analysis.report import (
+    check_targets,
+    print_report,
+    ratio_gap,
+    theoretical_fp32_peak_gmacs,
+)
+from speed_analysis.synthetic_utterances import (
+    librispeech_like_durations,
+    padding_fraction,
+    write_corpus,
+)
+from ssl_ctc.benchmarking.measurement import TimedEntry, round_robin
+from ssl_ctc.benchmarking.records import cpu_flags, cpu_name, utc_timestamp, write_atomically
+from ssl_ctc.benchmarking.settings import PAPER_TEST_BATCH_SIZE, BenchmarkSettings
+from ssl_ctc.cpu.plan import (
     FP32_BACKENDS,
     CpuInferencePath,
     choose_fp32_backend,
@@ -84,31 +112,7 @@ from ssl_ctc.data import make_test_loader
 from ssl_ctc.downsampling import DownsampledBrain
 from ssl_ctc.encoder import SAMPLE_RATE, encoder_frames
 from ssl_ctc.layer_removal import LayerRemovalBrain
-from ssl_ctc.random_encoders import (
-    ARCHITECTURES,
-    LARGE_SHAPE,
-    TINY_SHAPE,
-    save_random_encoder,
-    share_weights,
-)
 from ssl_ctc.recipe import check_device
-from ssl_ctc.records import cpu_flags, cpu_name, utc_timestamp, write_atomically
-from ssl_ctc.reference_workloads import (
-    count_variant_macs,
-    downsample_only,
-    front_end_only,
-    layer_macs_per_row,
-    layer_matmuls,
-)
-from ssl_ctc.speed_overheads import measure_inference_path, precision_wer_change
-from ssl_ctc.speed_report import (
-    check_targets,
-    print_report,
-    ratio_gap,
-    theoretical_fp32_peak_gmacs,
-)
-from ssl_ctc.synthetic_utterances import librispeech_like_durations, padding_fraction, write_corpus
-from ssl_ctc.timing import TimedEntry, round_robin
 
 REPO = Path(__file__).resolve().parent
 
@@ -396,9 +400,9 @@ class CpuPaths:
     Arguments
     ---------
     fp32_backend : str
-        Kernel of fp32 linear layers (see ``ssl_ctc.cpu_inference.FP32_BACKENDS``).
+        Kernel of fp32 linear layers (see ``ssl_ctc.cpu.plan.FP32_BACKENDS``).
     front_ends : dict
-        Precision -> CNN front end (``ssl_ctc.cpu_inference.FRONT_ENDS``); "matmul" if absent.
+        Precision -> CNN front end (``ssl_ctc.cpu.plan.FRONT_ENDS``); "matmul" if absent.
     """
 
     def __init__(self, fp32_backend, front_ends):
@@ -415,7 +419,7 @@ class CpuPaths:
 def cpu_path_runner(device, cpu_paths):
     """``run_of(brain, precision)``: the brain's batch function on the five tests' path.
 
-    On CPU, ``brain.infer_batch`` inside ``ssl_ctc.cpu_inference``'s path for the
+    On CPU, ``brain.infer_batch`` inside ``ssl_ctc.cpu.plan``'s path for the
     precision (applied and undone around each batch: a class swap, the weights
     packed once); on GPU, ``brain.infer_batch``.
     """
@@ -531,7 +535,7 @@ def onnx_rows(brain, batches, threads, folder):
         largest log-prob difference from the brain's own (fp32) forward.
     """
     try:
-        from ssl_ctc.onnx_export import (
+        from ssl_ctc.inference.onnx_export import (
             export_acoustic_model,
             onnx_batch_function,
             onnx_session,

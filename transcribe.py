@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the folder holds everything: nev
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ssl_ctc.inference import InferenceFolderError  # noqa: E402
-from ssl_ctc.transcription import PRECISIONS, transcribe_files  # noqa: E402
+from ssl_ctc.inference.folder import InferenceFolderError  # noqa: E402
+from ssl_ctc.inference.transcription import PRECISIONS, transcribe_files  # noqa: E402
 
 logger = logging.getLogger("transcribe")
 

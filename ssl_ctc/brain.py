@@ -16,9 +16,9 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 import benchmark
+from ssl_ctc.benchmarking.records import importable_class_name
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.encoder import encoder_frame_lengths, sample_lengths_of
-from ssl_ctc.records import importable_class_name
 
 
 def frame_lengths(wav_lens, num_frames):

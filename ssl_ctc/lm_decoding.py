@@ -250,13 +250,13 @@ class LMDecoder:
     ---------
     tokenizer : speechbrain.dataio.encoder.CTCTextEncoder
         Character encoder of the acoustic model's outputs.
-    settings : ssl_ctc.benchmark_settings.BenchmarkSettings
+    settings : ssl_ctc.benchmarking.settings.BenchmarkSettings
         LM path, unigrams, alpha, beta, beam width and workers.
 
     Example
     -------
     >>> import tempfile
-    >>> from ssl_ctc.benchmark_settings import BenchmarkSettings
+    >>> from ssl_ctc.benchmarking.settings import BenchmarkSettings
     >>> from ssl_ctc.ctc import make_tokenizer
     >>> tokenizer = make_tokenizer()
     >>> labels = ["H", "H", "<blank>", "I", " ", "Y"]

@@ -19,11 +19,11 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from librispeech_prepare import check_layout, prepare_librispeech
-from ssl_ctc.benchmark_settings import BenchmarkSettings
+from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import MERGED_TRAIN_CSV, count_ctc_shortfalls, dataio_prepare
 from ssl_ctc.errors import ConfigurationError
-from ssl_ctc.inference import write_inference_folder
+from ssl_ctc.inference.folder import write_inference_folder
 
 logger = logging.getLogger(__name__)
 

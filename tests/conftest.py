@@ -18,7 +18,7 @@ def build_tiny_encoder(folder, architecture, hidden_size=32, num_layers=3):
     """Save a randomly initialised tiny WavLM, wav2vec 2.0 or HuBERT to ``folder``."""
     import torch
 
-    from ssl_ctc.random_encoders import save_random_encoder
+    from speed_analysis.random_encoders import save_random_encoder
 
     torch.manual_seed(0)
     shape = {

@@ -19,7 +19,7 @@ import benchmark
 from early_exiting.brain import EarlyExitBrain
 from early_exiting.criteria import build_exit_criterion
 from librispeech_prepare import prepare_librispeech
-from ssl_ctc.benchmark_settings import BenchmarkSettings
+from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import read_waveform
 from ssl_ctc.downsampling import DownsampledBrain

@@ -25,13 +25,13 @@ from benchmark_fixtures import (
 from transformers import WavLMConfig, WavLMModel
 
 import benchmark
-import ssl_ctc.benchmark_settings
 import ssl_ctc.lm_decoding
-import ssl_ctc.macs
-import ssl_ctc.records
-import ssl_ctc.summary
+from ssl_ctc.benchmarking import macs as mac_counting
+from ssl_ctc.benchmarking import records as benchmark_records
+from ssl_ctc.benchmarking import settings as benchmark_settings
+from ssl_ctc.benchmarking import summary as benchmark_summary
+from ssl_ctc.benchmarking.measurement import available_cpu_cores
 from ssl_ctc.ctc import make_tokenizer
-from ssl_ctc.timing import available_cpu_cores
 
 TAGS = {"name": "Tiny", "strategy": "baseline", "factor": 1, "layers": 2, "baseline": True}
 
@@ -47,10 +47,10 @@ def two_runs(tmp_path_factory):
     brain.modules.train()
     brain.modules.encoder.feature_extractor.eval()  # e.g. a frozen CNN
     datasets = {"test-tiny": make_test_dataset()}
-    with_lm = ssl_ctc.benchmark_settings.BenchmarkSettings(
+    with_lm = benchmark_settings.BenchmarkSettings(
         batch_size=2, warmup_batches=1, mac_batches=2, lm_path=str(arpa), lm_beam_width=8
     )
-    without_lm = ssl_ctc.benchmark_settings.BenchmarkSettings(
+    without_lm = benchmark_settings.BenchmarkSettings(
         batch_size=2,
         warmup_batches=1,
         mac_batches=1,
@@ -109,7 +109,7 @@ def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
     monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "__init__", counting_init)
     monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "close", counting_close)
     monkeypatch.setattr(benchmark, "_run_inference_test", recording_test)
-    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(
+    settings = benchmark_settings.BenchmarkSettings(
         batch_size=2, warmup_batches=1, mac_batches=1, devices=["cpu"],
         lm_path=str(write_arpa(tmp_path / "lm.arpa")), lm_beam_width=8,
     )
@@ -204,7 +204,7 @@ def test_threads_recorded_and_restored(two_runs):
 
 def test_cpu_threads_default_to_the_usable_cores_not_torchs_count(tmp_path):
     """After torchrun (OMP_NUM_THREADS=1) the CPU tests still use every core they may."""
-    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1,
+    settings = benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1,
                                                            warmup_batches=0)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -220,7 +220,7 @@ def test_cpu_threads_default_to_the_usable_cores_not_torchs_count(tmp_path):
 def test_peak_memory_is_the_tests_own(tmp_path):
     """Memory resident before the test (model loading, training) is not its peak."""
     resident = torch.ones(64, 2**20)  # 256 MiB, touched
-    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1,
+    settings = benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1,
                                                            warmup_batches=0)
     records = benchmark.run_five_tests(TinyBrain(), {"t": make_test_dataset((0.6, 0.8))},
                                        settings, TAGS, tmp_path)
@@ -230,7 +230,7 @@ def test_peak_memory_is_the_tests_own(tmp_path):
 
 
 def test_tags_may_not_replace_record_fields(tmp_path):
-    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1)
+    settings = benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1)
     with pytest.raises(ValueError, match=r"tags \['device'\] clash"):
         benchmark.run_five_tests(
             TinyBrain(), {"t": make_test_dataset()}, settings, {"device": "mine"}, tmp_path
@@ -290,7 +290,7 @@ def test_macs_linear_in_length_outside_attention():
     counts = {}
     for seconds in (1, 2, 4):
         wavs, wav_lens = padded_batch(seconds)
-        macs, output = ssl_ctc.macs.count_macs(brain.infer_batch, wavs, wav_lens)
+        macs, output = mac_counting.count_macs(brain.infer_batch, wavs, wav_lens)
         counts[seconds] = macs - attention_product_macs(config, output["log_probs"].shape[1])
     assert counts[2] == pytest.approx(2 * counts[1], rel=0.02)
     assert counts[4] == pytest.approx(2 * counts[2], rel=0.02)
@@ -301,9 +301,9 @@ def test_macs_fall_with_downsampling_and_count_the_downsampler():
     full_rate, downsampled = TinyBrain(), TinyBrain(downsampling_factor=2)
     full_rate.modules.eval()
     downsampled.modules.eval()
-    full_macs, full_output = ssl_ctc.macs.count_macs(full_rate.infer_batch, wavs, wav_lens)
-    down_macs, down_output = ssl_ctc.macs.count_macs(downsampled.infer_batch, wavs, wav_lens)
-    encoder_only_macs, _ = ssl_ctc.macs.count_macs(full_rate.infer_batch, wavs[:, ::2], wav_lens)
+    full_macs, full_output = mac_counting.count_macs(full_rate.infer_batch, wavs, wav_lens)
+    down_macs, down_output = mac_counting.count_macs(downsampled.infer_batch, wavs, wav_lens)
+    encoder_only_macs, _ = mac_counting.count_macs(full_rate.infer_batch, wavs[:, ::2], wav_lens)
     assert down_output["log_probs"].shape[1] == pytest.approx(
         full_output["log_probs"].shape[1] / 2, abs=1
     )
@@ -358,7 +358,7 @@ def test_wavlm_large_macs_match_formula():
 
     samples = 10 * 16000
     wavs = synthetic_waveform(10, seed=0)[None]
-    macs, _ = ssl_ctc.macs.count_macs(infer_batch, wavs, torch.ones(1))
+    macs, _ = mac_counting.count_macs(infer_batch, wavs, torch.ones(1))
     assert macs == pytest.approx(wavlm_macs_formula(config, samples), rel=0.01)
 
 
@@ -376,7 +376,7 @@ def spelled_log_probs(tokenizer, text, frames_per_label=3, filler="<blank>"):
 @pytest.fixture(scope="module")
 def lm_decoder(tmp_path_factory):
     arpa = write_arpa(tmp_path_factory.mktemp("lm") / "lm.arpa")
-    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(lm_path=str(arpa), lm_decode_workers=2)
+    settings = benchmark_settings.BenchmarkSettings(lm_path=str(arpa), lm_decode_workers=2)
     with ssl_ctc.lm_decoding.LMDecoder(make_tokenizer(), settings) as decoder:
         yield decoder
 
@@ -415,7 +415,7 @@ def test_lm_loaded_once_per_process(tmp_path, monkeypatch):
     monkeypatch.setattr(ssl_ctc.lm_decoding, "_build_decoder",
                         lambda *arguments: builds.append(arguments) or build(*arguments))
     monkeypatch.setattr(ssl_ctc.lm_decoding, "_loaded_decoders", {})
-    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(
+    settings = benchmark_settings.BenchmarkSettings(
         lm_path=str(write_arpa(tmp_path / "lm.arpa")), lm_decode_workers=2)
     decoders = []
     for _ in range(3):
@@ -435,7 +435,7 @@ def test_pyctcdecode_labels_map_blank_and_drop_bos_eos():
 def test_lm_decoder_in_process_matches_pool(lm_decoder, tmp_path):
     tokenizer = make_tokenizer()
     log_probs = spelled_log_probs(tokenizer, "A DOG RAN HOME")
-    settings = ssl_ctc.benchmark_settings.BenchmarkSettings(
+    settings = benchmark_settings.BenchmarkSettings(
         lm_path=str(write_arpa(tmp_path / "lm.arpa")), lm_decode_workers=1
     )
     lengths = torch.tensor([len(log_probs)])
@@ -447,7 +447,7 @@ def test_lm_decoder_in_process_matches_pool(lm_decoder, tmp_path):
 
 # ---------------------------------------------------------------- settings
 def test_from_hparams_reads_keys_and_defaults(tmp_path):
-    settings = ssl_ctc.benchmark_settings.BenchmarkSettings.from_hparams(
+    settings = benchmark_settings.BenchmarkSettings.from_hparams(
         {
             "benchmark_batch_size": 8,
             "benchmark_devices": "cpu",
@@ -460,8 +460,8 @@ def test_from_hparams_reads_keys_and_defaults(tmp_path):
     assert settings.batch_size == 8 and settings.devices == ["cpu"]
     assert settings.mac_batches == 3 and settings.lm_beam_width == 10
     assert settings.lm_path == str(tmp_path / "lm.arpa")
-    defaults = ssl_ctc.benchmark_settings.BenchmarkSettings.from_hparams({})
-    assert defaults == ssl_ctc.benchmark_settings.BenchmarkSettings()
+    defaults = benchmark_settings.BenchmarkSettings.from_hparams({})
+    assert defaults == benchmark_settings.BenchmarkSettings()
     assert (defaults.batch_size, defaults.devices, defaults.warmup_batches) == (
         4,
         ["cuda", "cpu"],
@@ -488,16 +488,16 @@ def test_from_hparams_reads_keys_and_defaults(tmp_path):
 )
 def test_validate_fails_fast(overrides, error, message):
     with pytest.raises(error, match=message):
-        ssl_ctc.benchmark_settings.BenchmarkSettings(**overrides).validate()
+        benchmark_settings.BenchmarkSettings(**overrides).validate()
 
 
 def test_validate_binary_lm_needs_unigrams(tmp_path):
     binary = tmp_path / "4-gram.bin"
     binary.write_bytes(b"mmap lm")
     with pytest.raises(ValueError, match="lm_unigrams_path is needed"):
-        ssl_ctc.benchmark_settings.BenchmarkSettings(lm_path=str(binary)).validate()
+        benchmark_settings.BenchmarkSettings(lm_path=str(binary)).validate()
     with pytest.raises(FileNotFoundError, match="lm_unigrams_path"):
-        ssl_ctc.benchmark_settings.BenchmarkSettings(
+        benchmark_settings.BenchmarkSettings(
             lm_path=str(binary), lm_unigrams_path=str(tmp_path / "missing.txt")
         ).validate()
 
@@ -507,12 +507,12 @@ def test_validate_missing_lm_package(tmp_path, monkeypatch, package):
     arpa = write_arpa(tmp_path / "lm.arpa")
     monkeypatch.setitem(sys.modules, package, None)  # makes the import fail
     with pytest.raises(ImportError, match=f"lm_path=.*needs the '{package}' package"):
-        ssl_ctc.benchmark_settings.BenchmarkSettings(lm_path=str(arpa)).validate()
+        benchmark_settings.BenchmarkSettings(lm_path=str(arpa)).validate()
 
 
 def test_validate_accepts_good_settings(tmp_path):
     arpa = write_arpa(tmp_path / "lm.arpa")
-    ssl_ctc.benchmark_settings.BenchmarkSettings(
+    benchmark_settings.BenchmarkSettings(
         devices=["cuda:1", "cpu"], cpu_precision="bf16", gpu_precision="fp16", lm_path=str(arpa)
     ).validate()
 
@@ -532,9 +532,9 @@ def test_summarize_two_experiments(two_runs, tmp_path, capsys):
             if field in record:
                 record[field] /= 2
         downsampled.append(record)
-    ssl_ctc.records.append_records(downsampled, results / "SD2" / "1986")
+    benchmark_records.append_records(downsampled, results / "SD2" / "1986")
 
-    all_rows = ssl_ctc.summary.summarize(results)
+    all_rows = benchmark_summary.summarize(results)
 
     # one row per experiment and CPU precision (the second run was in bf16)
     assert sorted((row["name"], row["cpu_precision"]) for row in all_rows) == [
@@ -574,4 +574,4 @@ def test_summarize_command_line(two_runs, tmp_path, capsys):
 
 def test_summarize_without_results_fails(tmp_path):
     with pytest.raises(FileNotFoundError, match="no benchmark.json"):
-        ssl_ctc.summary.summarize(tmp_path)
+        benchmark_summary.summarize(tmp_path)

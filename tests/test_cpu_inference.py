@@ -1,10 +1,10 @@
-"""Tests of ssl_ctc.cpu_inference: Hugging Face's outputs, classes restored, records."""
+"""Tests of ssl_ctc.cpu.plan: Hugging Face's outputs, classes restored, records."""
 
 import pytest
 import torch
 from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
 
-from ssl_ctc.cpu_inference import (
+from ssl_ctc.cpu.plan import (
     FRONT_ENDS,
     KERNELS,
     MODULE_TOLERANCE,

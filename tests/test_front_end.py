@@ -5,7 +5,7 @@ import torch
 import transformers
 
 import ssl_ctc.encoder
-import ssl_ctc.macs
+from ssl_ctc.benchmarking import macs as mac_counting
 from ssl_ctc.front_end import MatmulFeatureEncoder, use_matmul_front_end
 
 # Large models use LayerNorm convolution layers; base wav2vec 2.0 / HuBERT / WavLM use a
@@ -103,8 +103,8 @@ def test_mac_counts_unchanged():
     for matmul in (False, True):
         if matmul:
             use_matmul_front_end(model)
-        counts.append((ssl_ctc.macs.count_macs(infer_batch, wavs, wav_lens)[0],
-                       ssl_ctc.macs.count_module_hook_macs(infer_batch, model, wavs, wav_lens)))
+        counts.append((mac_counting.count_macs(infer_batch, wavs, wav_lens)[0],
+                       mac_counting.count_module_hook_macs(infer_batch, model, wavs, wav_lens)))
     (aten, hooks), (aten_matmul, hooks_matmul) = counts
     assert aten_matmul == pytest.approx(aten, rel=1e-3)
     assert hooks_matmul == pytest.approx(hooks, rel=1e-3)

@@ -14,9 +14,9 @@ import statistics
 import pytest
 import torch
 
+import speed_analysis.overheads
+import speed_analysis.reference_workloads
 import speed_benchmark
-import ssl_ctc.reference_workloads
-import ssl_ctc.speed_overheads
 
 REPEATS = 2
 
@@ -96,7 +96,7 @@ def test_matmul_and_front_end_records(quick_run):
     config = results["encoder_config"]
     rows = results["matmul"]["rows_by_samples"]
     samples = [batch["samples"] for batch in results["batches"]]
-    per_row = ssl_ctc.reference_workloads.layer_macs_per_row(config["hidden_size"],
+    per_row = speed_analysis.reference_workloads.layer_macs_per_row(config["hidden_size"],
                                                  config["intermediate_size"])
     assert results["matmul"]["macs"] == sum(rows[size] for size in samples) * per_row
     front_end = results["front_end"]
@@ -124,10 +124,10 @@ def test_inference_path_and_lm_measured_in_the_same_run(quick_run):
     assert path["mask_overhead"] == pytest.approx(statistics.median(
         masked / bare for masked, bare in zip(path["masked_forward_times_s"],
                                               path["bare_forward_times_s"], strict=True)) - 1)
-    assert path["overhead"] == pytest.approx(ssl_ctc.speed_overheads.paired_overhead(
+    assert path["overhead"] == pytest.approx(speed_analysis.overheads.paired_overhead(
         path["path_times_s"], path["bare_forward_times_s"]))
     assert len(lm["lm_times_s"]) == REPEATS
-    assert lm["overhead"] == pytest.approx(ssl_ctc.speed_overheads.paired_overhead(
+    assert lm["overhead"] == pytest.approx(speed_analysis.overheads.paired_overhead(
         lm["lm_times_s"], lm["greedy_times_s"]))
     assert (lm["beam_width"], lm["alpha"], lm["beta"]) == (100, 0.5, 1.0)  # the YAML's
     tests = [record["test"] for record in results["records"] if record["status"] == "ok"]

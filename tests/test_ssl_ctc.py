@@ -13,7 +13,7 @@ import ssl_ctc.downsampling
 import ssl_ctc.encoder
 import ssl_ctc.errors
 from early_exiting.brain import EarlyExitBrain
-from ssl_ctc.benchmark_settings import BenchmarkSettings
+from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.downsampling import DownsampledBrain
 from ssl_ctc.encoder import load_ssl_encoder
 from ssl_ctc.layer_removal import LayerRemovalBrain

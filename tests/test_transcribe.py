@@ -25,9 +25,9 @@ from test_recipes_end_to_end import recipe_args
 
 import benchmark
 import transcribe
-from ssl_ctc.benchmark_settings import BenchmarkSettings
+from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.data import make_test_loader, read_waveform
-from ssl_ctc.inference import HPARAMS_FILE, INFERENCE_FORMAT_VERSION, MANIFEST
+from ssl_ctc.inference.folder import HPARAMS_FILE, INFERENCE_FORMAT_VERSION, MANIFEST
 from ssl_ctc.lm_decoding import LMDecoder
 
 NOT_DEBUG = "not --debug"  # an experiment that runs for real (one epoch): it keeps checkpoints
@@ -70,8 +70,8 @@ def corpus(embedded_corpus, tmp_path_factory):
 @pytest.fixture(scope="session")
 def experiments(tiny_encoders, corpus, tmp_path_factory):
     """Name -> (output folder, brain), each experiment trained on first use (once)."""
+    from ssl_ctc.benchmarking.records import experiment_brain_class
     from ssl_ctc.recipe import run_recipe
-    from ssl_ctc.records import experiment_brain_class
 
     root = tmp_path_factory.mktemp("experiments")
     trained = {}
@@ -263,7 +263,7 @@ def test_inputs_folder_resampled_stereo_and_long_files(experiments, test_clean, 
 
 
 def test_windows_cover_a_long_file_once(experiments, test_clean):
-    from ssl_ctc.transcription import Transcriber, read_audio
+    from ssl_ctc.inference.transcription import Transcriber, read_audio
 
     folder, _ = experiments["CL3"]
     paths = audio_paths(test_clean)
@@ -317,7 +317,7 @@ def test_bad_model_folders_are_named(experiments, test_clean, tmp_path, capsys):
 
 
 def test_the_command_rewrites_the_folder_of_an_existing_experiment(experiments, tmp_path):
-    from ssl_ctc.inference import main
+    from ssl_ctc.inference.folder import main
 
     folder, _ = experiments["2L"]
     written = tmp_path / "written_by_the_run"

@@ -35,9 +35,9 @@ import torch  # noqa: E402
 
 from early_exiting.brain import EarlyExitBrain  # noqa: E402
 from librispeech_prepare import copy_first_utterances  # noqa: E402
+from speed_analysis.random_encoders import LARGE_SHAPE, TINY_SHAPE, save_random_encoder  # noqa: E402
 from ssl_ctc.downsampling import DownsampledBrain  # noqa: E402
 from ssl_ctc.layer_removal import LayerRemovalBrain  # noqa: E402
-from ssl_ctc.random_encoders import LARGE_SHAPE, TINY_SHAPE, save_random_encoder  # noqa: E402
 from ssl_ctc.recipe import run_recipe  # noqa: E402
 
 EMBEDDED = REPO / "embedded" / "LibriSpeech"

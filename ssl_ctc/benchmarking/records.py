@@ -300,7 +300,7 @@ def import_object(dotted_name):
 
     Example
     -------
-    >>> import_object("ssl_ctc.records.import_object").__name__
+    >>> import_object("ssl_ctc.benchmarking.records.import_object").__name__
     'import_object'
     """
     module_name, _, attribute = dotted_name.rpartition(".")

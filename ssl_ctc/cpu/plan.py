@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
+from ssl_ctc.benchmarking.records import cpu_flags
 from ssl_ctc.front_end import MatmulFeatureEncoder, channels_first_front_ends
-from ssl_ctc.records import cpu_flags
 
 CPU_INFERENCE_PRECISIONS = ("fp32", "bf16", "int8", "auto")
 

@@ -7,10 +7,10 @@ Usage::
 
 import statistics
 
+from speed_analysis.reference_workloads import bare_forward
+from ssl_ctc.benchmarking.measurement import TimedEntry
+from ssl_ctc.benchmarking.records import experiment_brain_class
 from ssl_ctc.recipe import run_recipe
-from ssl_ctc.records import experiment_brain_class
-from ssl_ctc.reference_workloads import bare_forward
-from ssl_ctc.timing import TimedEntry
 
 
 def measure_inference_path(brain, dataset, batches, settings, repeats, device, cpu_path=None):
@@ -38,7 +38,7 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device, c
         Number of alternations.
     device : str
         Device of the bare forward and of the timed tests.
-    cpu_path : ssl_ctc.cpu_inference.CpuInferencePath, optional
+    cpu_path : ssl_ctc.cpu.plan.CpuInferencePath, optional
         The path the bare forwards run in (the tests' own path on CPU).
 
     Returns

@@ -27,10 +27,10 @@ import soundfile
 import torch
 from speechbrain.dataio.preprocess import AudioNormalizer
 
-from ssl_ctc.cpu_inference import CPU_INFERENCE_PRECISIONS, cpu_inference
+from ssl_ctc.benchmarking.measurement import GPU_PRECISIONS, autocast
+from ssl_ctc.cpu.plan import CPU_INFERENCE_PRECISIONS, cpu_inference
 from ssl_ctc.encoder import SAMPLE_RATE
-from ssl_ctc.inference import decode_words, load_inference_encoder
-from ssl_ctc.timing import GPU_PRECISIONS, autocast
+from ssl_ctc.inference.folder import decode_words, load_inference_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def read_audio(path, normalizer=None):
     >>> read_audio("/nonexistent.flac")
     Traceback (most recent call last):
     ...
-    ssl_ctc.transcription.AudioInputError: /nonexistent.flac: file not found
+    ssl_ctc.inference.transcription.AudioInputError: /nonexistent.flac: file not found
     """
     if not os.path.exists(path):
         raise AudioInputError(f"{path}: file not found")
@@ -201,7 +201,7 @@ class Transcriber:
     device : str
         ``cpu`` or ``cuda``.
     precision : str
-        On CPU the five tests' CPU path (``ssl_ctc.cpu_inference``): ``fp32`` (the fastest
+        On CPU the five tests' CPU path (``ssl_ctc.cpu.plan``): ``fp32`` (the fastest
         exact kernel), ``bf16``, ``int8`` (dynamic, every linear layer) or ``auto``; on
         GPU ``fp32``, ``fp16`` or ``bf16`` autocast.
     lm_path : str, optional
@@ -252,7 +252,7 @@ class Transcriber:
     def inference_path(self):
         """The precision's inference path for a block (entered once, however deeply nested).
 
-        On CPU ``ssl_ctc.cpu_inference.cpu_inference`` (measured once per block, modules
+        On CPU ``ssl_ctc.cpu.plan.cpu_inference`` (measured once per block, modules
         restored after it), on GPU autocast.
         """
         if self._path_active:

@@ -8,7 +8,7 @@ Usage::
 
 from pathlib import Path
 
-from ssl_ctc.benchmark_settings import PAPER_TEST_BATCH_SIZE as BATCH_SIZE
+from ssl_ctc.benchmarking.settings import PAPER_TEST_BATCH_SIZE as BATCH_SIZE
 
 TARGETS = {
     "time_ratio_vs_gmacs_ratio": 0.10,  # |time ratio / GMACs ratio - 1|, every variant

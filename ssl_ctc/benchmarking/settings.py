@@ -12,9 +12,9 @@ import math
 import re
 from pathlib import Path
 
-from ssl_ctc.cpu_inference import CPU_INFERENCE_PRECISIONS
+from ssl_ctc.benchmarking.measurement import GPU_PRECISIONS
+from ssl_ctc.cpu.plan import CPU_INFERENCE_PRECISIONS
 from ssl_ctc.lm_decoding import LM_PACKAGES, is_arpa
-from ssl_ctc.timing import GPU_PRECISIONS
 
 PAPER_TEST_BATCH_SIZE = 4  # the paper's test batches
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -40,7 +40,7 @@ class BenchmarkSettings:
     cpu_precision : str
         "fp32", "bf16" (autocast), "int8" (dynamic) or "auto" (bf16 where the CPU has bf16
         instructions and it measures faster) on CPU (``benchmark_cpu_precision``); the
-        linear layers run through ``ssl_ctc.cpu_inference``.
+        linear layers run through ``ssl_ctc.cpu.plan``.
     gpu_precision : str
         "fp32", "fp16" or "bf16" (autocast) on GPU (``benchmark_gpu_precision``).
     mac_batches : int, optional

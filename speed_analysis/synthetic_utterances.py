@@ -12,7 +12,7 @@ import soundfile
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from ssl_ctc.benchmark_settings import PAPER_TEST_BATCH_SIZE as BATCH_SIZE
+from ssl_ctc.benchmarking.settings import PAPER_TEST_BATCH_SIZE as BATCH_SIZE
 from ssl_ctc.data import read_waveform
 from ssl_ctc.encoder import SAMPLE_RATE
 

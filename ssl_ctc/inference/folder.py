@@ -33,9 +33,9 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.fetching import LocalStrategy
 
+from ssl_ctc.benchmarking.records import import_object, importable_class_name, write_atomically
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.encoder import SSLEncoder
-from ssl_ctc.records import import_object, importable_class_name, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ TOKENIZER_FILE = "tokenizer.ckpt"
 SSL_CONFIG_FOLDER = "ssl_encoder"
 CUSTOM_INTERFACE_FILE = "custom_interface.py"
 CUSTOM_INTERFACE_CLASS = "EarlyExitASR"
-CUSTOM_INTERFACE_SOURCE = Path(__file__).resolve().parent.parent / "early_exiting" / "inference.py"
+CUSTOM_INTERFACE_SOURCE = Path(__file__).resolve().parents[2] / "early_exiting" / "inference.py"
 # Keys of the recipe's hparams that a strategy's Brain may read at inference.
 DOWNSAMPLING_KEYS = ("sample_rate", "blank_index", "output_neurons", "considered_layers",
                      "downsampling_technique", "downsampling_factor", "ctc_upsampling_factor")
@@ -178,7 +178,7 @@ def valid_frame_lengths(log_probs):
 def in_process_lm_decoder(tokenizer, lm_path, lm_unigrams_path, lm_alpha, lm_beta,
                           lm_beam_width):
     """An in-process ``LMDecoder`` (its LM is loaded once per process by ``lm_decoding``)."""
-    from ssl_ctc.benchmark_settings import BenchmarkSettings
+    from ssl_ctc.benchmarking.settings import BenchmarkSettings
     from ssl_ctc.lm_decoding import LMDecoder
 
     settings = BenchmarkSettings(lm_path=str(lm_path), lm_unigrams_path=lm_unigrams_path,
@@ -456,10 +456,10 @@ def inference_hparams_yaml(brain, early_exit, module_names, lm_settings):
     modules_yaml = "".join(f"        {name}: !ref <{name}>\n" for name in module_names)
     hparams_yaml = "".join(f"        {name}: !ref <{name}>\n" for name in brain_hparams)
     loadables = "".join(f"        {name}: !ref <{name}>\n" for name in module_names)
-    hooks = "".join(f"        {name}: !name:ssl_ctc.inference.load_weights_strictly\n"
+    hooks = "".join(f"        {name}: !name:ssl_ctc.inference.folder.load_weights_strictly\n"
                     for name in module_names)
     return f"""# Inference hyperparameters of a fine-tuned SSL + CTC experiment, for SpeechBrain's
-# EncoderASR (written by ssl_ctc/inference.py; format version {INFERENCE_FORMAT_VERSION}).
+# EncoderASR (written by ssl_ctc/inference/folder.py; format version {INFERENCE_FORMAT_VERSION}).
 #   from speechbrain.inference.ASR import EncoderASR
 #   asr = EncoderASR.from_hparams(source="<this folder>", savedir="<a cache folder>")
 #   asr.transcribe_file("speech.flac")
@@ -473,20 +473,20 @@ brain_class: {importable_class_name(type(brain))}
 lm_path: null  # a KenLM model (.arpa, .arpa.gz, .bin) turns on the beam search
 {lm_lines}
 # ------------------------------------------------------------------ model
-ssl: !new:ssl_ctc.inference.ConfigOnlySSLEncoder
+ssl: !new:ssl_ctc.inference.folder.ConfigOnlySSLEncoder
     model_config: !ref <ssl_model_config>
     preprocessor_config: !ref <ssl_preprocessor_config>
     output_norm: {yaml_value(bool(ssl.output_norm))}
     matmul_front_end: {yaml_value(bool(getattr(hparams, "matmul_front_end", True)))}
 {early_exit_yaml(brain) if early_exit else head_yaml(brain)}
-encoder: !new:ssl_ctc.inference.RecipeCTCEncoder
+encoder: !new:ssl_ctc.inference.folder.RecipeCTCEncoder
     brain_class: !ref <brain_class>
     blank_index: !ref <blank_index>
     modules:
 {modules_yaml}    hparams:
 {hparams_yaml}
 tokenizer: !new:speechbrain.dataio.encoder.CTCTextEncoder
-decoding_function: !name:ssl_ctc.inference.decode_tokens
+decoding_function: !name:ssl_ctc.inference.folder.decode_tokens
     tokenizer: !ref <tokenizer>
     lm_path: !ref <lm_path>
     lm_unigrams_path: !ref <lm_unigrams_path>
@@ -582,7 +582,7 @@ text, exit_layer = asr.transcribe_file_with_exit("speech.flac")
     return f"""# {tags['name']}: {config.model_type} + CTC, fine-tuned with this recipe
 
 Character CTC recogniser (LibriSpeech's 28 characters) from a fine-tuned {config.model_type}
-encoder, written by `ssl_ctc/inference.py` (inference format {INFERENCE_FORMAT_VERSION}).
+encoder, written by `ssl_ctc/inference/folder.py` (inference format {INFERENCE_FORMAT_VERSION}).
 
 ## What was trained
 
@@ -689,7 +689,7 @@ def write_inference_folder(brain, folder=None, check=True):
     Path
         The folder. It is written next to the old one, then swapped in.
     """
-    from ssl_ctc.records import RESULTS_JSON
+    from ssl_ctc.benchmarking.records import RESULTS_JSON
 
     output_folder = Path(brain.hparams.output_folder)
     folder = Path(folder) if folder is not None else output_folder / INFERENCE_FOLDER
@@ -765,8 +765,8 @@ def load_experiment_brain(experiment_folder, device="cpu"):
     -------
     ssl_ctc.brain.SSLCTCBrain
     """
+    from ssl_ctc.benchmarking.records import experiment_brain_class
     from ssl_ctc.ctc import make_tokenizer
-    from ssl_ctc.records import experiment_brain_class
 
     experiment_folder = Path(experiment_folder).resolve()
     hparams_path = experiment_folder / "hyperparams.yaml"

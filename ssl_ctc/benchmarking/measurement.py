@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-# int8: no autocast; ``ssl_ctc.cpu_inference`` runs the linear layers in int8.
+# int8: no autocast; ``ssl_ctc.cpu.plan`` runs the linear layers in int8.
 CPU_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "int8": None}
 
 

@@ -1,0 +1,7 @@
+"""``python -m ssl_ctc.inference EXPERIMENT...``: (re)write experiments' inference folders."""
+
+import sys
+
+from ssl_ctc.inference.folder import main
+
+sys.exit(main())
