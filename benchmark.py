@@ -10,7 +10,9 @@ measures the trained model on every test set with five tests (Zaiem et al. 2023)
 4. CPU, CTC beam search with the LM;
 5. multiply-accumulate operations (MACs) per test batch, counted on CPU.
 
-The benchmark knows nothing about strategies. It takes a Brain that provides
+The benchmark knows nothing about strategies: the Brain says *what* to measure
+(``benchmark_configurations``: one configuration per early-exit criterion, say),
+the benchmark says *how*. It takes a Brain that provides
 ``infer_batch(wavs, wav_lens) -> {"log_probs", "lengths", ...}``, the test
 datasets, ``BenchmarkSettings`` and the strategy's tags, and appends one record
 per test and test set to ``<output_folder>/benchmark.json`` and
@@ -27,11 +29,12 @@ included), next to the module-hook count that the paper's numbers correspond to.
 
 Usage
 -----
-In a recipe script::
+A strategy script hands it to the recipe, which calls it after training and testing::
 
-    settings = BenchmarkSettings.from_hparams(hparams)  # ssl_ctc.benchmarking.settings
-    settings.validate()  # at start-up, before training
-    ...
+    run_recipe(DownsampledBrain, benchmark=benchmark.benchmark_experiment)
+
+or on one configuration::
+
     benchmark.run_five_tests(brain, test_datasets, settings, tags, output_folder)
 
 From the command line, to tabulate and plot every benchmark.json under a folder::
@@ -53,7 +56,7 @@ import torch
 from speechbrain.utils.metric_stats import ErrorRateStats
 
 from ssl_ctc.benchmarking.macs import count_macs, count_module_hook_macs, evenly_spaced_indices
-from ssl_ctc.benchmarking.measurement import PeakMemory, autocast, available_cpu_cores, synchronize
+from ssl_ctc.benchmarking.measurement import PeakMemory, synchronize
 from ssl_ctc.benchmarking.records import (
     CPU_TESTS,
     GPU_TESTS,
@@ -67,10 +70,12 @@ from ssl_ctc.benchmarking.records import (
     utc_timestamp,
 )
 from ssl_ctc.benchmarking.summary import summarize
+from ssl_ctc.cpu.machine import available_cpu_cores
 from ssl_ctc.cpu.plan import cpu_inference
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.data import make_test_loader
 from ssl_ctc.lm_decoding import LMDecoder
+from ssl_ctc.precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +97,8 @@ def _transcribe(brain, batches, device, precision, lm_decoder, timers):
         wav_lens = batch.sig.lengths.to(device)
         forward_start = time.perf_counter()
         timers["data"] += forward_start - data_start
-        with autocast(device, precision):
+        # On CPU the precision is ``cpu_inference``'s plan, already entered.
+        with autocast(device, precision) if device.startswith("cuda") else contextlib.nullcontext():
             output = brain.infer_batch(wavs, wav_lens)
         synchronize(device)
         decode_start = time.perf_counter()
@@ -415,6 +421,30 @@ def run_five_tests(brain, test_datasets, settings, tags, output_folder):
     test_names = [name for name, *_ in timed_tests] + [MAC_TEST]
     records = [results[test_set, name] for test_set in test_datasets for name in test_names]
     append_records(records, output_folder)
+    return records
+
+
+def benchmark_experiment(brain, test_datasets, settings):
+    """The five tests of each configuration the Brain names (``benchmark_configurations``).
+
+    Arguments
+    ---------
+    brain : ssl_ctc.brain.SSLCTCBrain
+        Trained (best checkpoint loaded), its modules unwrapped.
+    test_datasets : dict
+        Test set name -> dataset (see ``run_five_tests``).
+    settings : BenchmarkSettings
+
+    Returns
+    -------
+    list of dict
+        The records of every configuration, in the Brain's order.
+    """
+    records = []
+    for tags, configured in brain.benchmark_configurations():
+        with configured:
+            records += run_five_tests(brain, test_datasets, settings, tags,
+                                      brain.hparams.output_folder)
     return records
 
 

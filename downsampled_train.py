@@ -17,8 +17,9 @@ Authors
  * Recipe team 2026
 """
 
+from benchmark import benchmark_experiment
 from ssl_ctc.downsampling import DownsampledBrain
 from ssl_ctc.recipe import run_recipe
 
 if __name__ == "__main__":
-    run_recipe(DownsampledBrain)
+    run_recipe(DownsampledBrain, benchmark=benchmark_experiment)

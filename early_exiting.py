@@ -20,8 +20,9 @@ Authors
  * Recipe team 2026
 """
 
+from benchmark import benchmark_experiment
 from early_exiting.brain import EarlyExitBrain
 from ssl_ctc.recipe import run_recipe
 
 if __name__ == "__main__":
-    run_recipe(EarlyExitBrain)
+    run_recipe(EarlyExitBrain, benchmark=benchmark_experiment)

@@ -15,8 +15,9 @@ Authors
  * Recipe team 2026
 """
 
+from benchmark import benchmark_experiment
 from ssl_ctc.layer_removal import LayerRemovalBrain
 from ssl_ctc.recipe import run_recipe
 
 if __name__ == "__main__":
-    run_recipe(LayerRemovalBrain)
+    run_recipe(LayerRemovalBrain, benchmark=benchmark_experiment)

@@ -19,7 +19,7 @@ same round-robin with ``torch.nn.functional.linear`` on the shapes of a
 transformer layer at the baseline's frame counts. The downsamplers are also
 timed alone (their share of the variant's time).
 
-Then, on the baseline, the benchmark's inference path (``brain.run_benchmark``,
+Then, on the baseline, the benchmark's inference path (``benchmark.benchmark_experiment``,
 the five tests: data loading, forward, decoding) is measured against a bare
 ``model(wavs)`` forward plus head and argmax on the same batches, alternated in
 the same run; and the CPU (or GPU) time with the LM against without it, at the
@@ -98,8 +98,9 @@ from speed_analysis.synthetic_utterances import (
     write_corpus,
 )
 from ssl_ctc.benchmarking.measurement import TimedEntry, round_robin
-from ssl_ctc.benchmarking.records import cpu_flags, cpu_name, utc_timestamp, write_atomically
+from ssl_ctc.benchmarking.records import utc_timestamp
 from ssl_ctc.benchmarking.settings import PAPER_TEST_BATCH_SIZE, BenchmarkSettings
+from ssl_ctc.cpu.machine import cpu_flags, cpu_name
 from ssl_ctc.cpu.plan import (
     FP32_BACKENDS,
     CpuInferencePath,
@@ -111,6 +112,7 @@ from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import make_test_loader
 from ssl_ctc.downsampling import DownsampledBrain
 from ssl_ctc.encoder import SAMPLE_RATE, encoder_frames
+from ssl_ctc.files import write_atomically
 from ssl_ctc.layer_removal import LayerRemovalBrain
 from ssl_ctc.recipe import check_device
 

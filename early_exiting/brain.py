@@ -66,19 +66,11 @@ class EarlyExitBrain(SSLCTCBrain):
             if threshold != configured.threshold_value
         ]
 
-    def run_benchmark(self, test_datasets, settings):
-        """The five tests for each criterion of ``sweep_criteria``; the configured one stays."""
-        records = []
+    def benchmark_configurations(self):
+        """One configuration per criterion of ``sweep_criteria`` (installed during its tests)."""
         for criterion in self.sweep_criteria():
-            with self.modules.early_exit.using_criterion(criterion):
-                records += self.run_five_tests(test_datasets, settings, criterion)
-        return records
-
-    def run_five_tests(self, test_datasets, settings, criterion):
-        """The five tests with ``criterion`` installed, tagged with it."""
-        return super().run_five_tests(
-            test_datasets, settings, tags=self.experiment_tags(criterion)
-        )
+            yield self.experiment_tags(criterion), self.modules.early_exit.using_criterion(
+                criterion)
 
     def experiment_tags(self, criterion=None):
         """Tags naming the criterion and threshold, e.g. ``EE H<0.05``.

@@ -7,6 +7,7 @@ Usage::
 
 import statistics
 
+from benchmark import benchmark_experiment
 from speed_analysis.reference_workloads import bare_forward
 from ssl_ctc.benchmarking.measurement import TimedEntry
 from ssl_ctc.benchmarking.records import experiment_brain_class
@@ -18,7 +19,7 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device, c
 
     Each repeat times one pass of ``bare_forward`` over the batches, one with
     the padding mask (``masked=True``, what the model needs for padded batches), and
-    ``brain.run_benchmark`` (the five tests on the synthetic set): its greedy test
+    ``benchmark.benchmark_experiment`` (the five tests on the synthetic set): its greedy test
     is the inference path (data loading, forward, greedy decoding, scoring), its
     LM test the same with the LM decoder. Odd repeats run the tests first, so
     that a drifting load favours neither side; each overhead is the median over
@@ -59,7 +60,7 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device, c
         if repeat % 2 == 0:
             bare_times.append(bare.time_pass(batches, device)[0])
             masked_times.append(masked.time_pass(batches, device)[0])
-        run = brain.run_benchmark({"synthetic": dataset}, settings)
+        run = benchmark_experiment(brain, {"synthetic": dataset}, settings)
         if repeat % 2 == 1:
             bare_times.append(bare.time_pass(batches, device)[0])
             masked_times.append(masked.time_pass(batches, device)[0])
@@ -173,7 +174,7 @@ def precision_wer_change(experiment, precisions, threads, work_folder):
             "--save_folder", str(experiment / "save"), "--benchmark_devices=[cpu]",
             "--benchmark_cpu_precision", name, "--benchmark_cpu_threads", str(threads),
             "--lm_path", "null",
-        ])
+        ], benchmark=benchmark_experiment)
         for record in brain.benchmark_records:
             if record["test"] == "cpu_greedy":
                 measures.setdefault(record["test_set"], {})[name] = {

@@ -9,16 +9,16 @@ Usage::
 
 
 
+import contextlib
 import gc
 
 import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-import benchmark
-from ssl_ctc.benchmarking.records import importable_class_name
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.encoder import encoder_frame_lengths, sample_lengths_of
+from ssl_ctc.imports import importable_class_name
 
 
 def frame_lengths(wav_lens, num_frames):
@@ -180,15 +180,13 @@ class SSLCTCBrain(sb.Brain):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def run_benchmark(self, test_datasets, settings):
-        """The five tests on every test set with the loaded (best) checkpoint; returns records."""
-        return self.run_five_tests(test_datasets, settings, tags=self.experiment_tags())
+    def benchmark_configurations(self):
+        """What the five tests measure: ``(tags, context)`` per configuration of this model.
 
-    def run_five_tests(self, test_datasets, settings, tags):
-        """``benchmark.run_five_tests`` on this Brain, its records tagged with ``tags``."""
-        return benchmark.run_five_tests(
-            self, test_datasets, settings, tags, self.hparams.output_folder
-        )
+        The benchmark (``benchmark.benchmark_experiment``) runs its tests inside each
+        context and tags their records; the base Brain has one configuration, as trained.
+        """
+        yield self.experiment_tags(), contextlib.nullcontext()
 
     def experiment_tags(self):
         """Fields copied into every benchmark record: name, strategy, factor, layers, label.

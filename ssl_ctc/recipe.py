@@ -2,10 +2,11 @@
 
 Usage (a strategy script)::
 
+    from benchmark import benchmark_experiment
     from ssl_ctc.recipe import run_recipe
 
     if __name__ == "__main__":
-        run_recipe(MyStrategyBrain)
+        run_recipe(MyStrategyBrain, benchmark=benchmark_experiment)
 """
 
 import contextlib
@@ -62,7 +63,7 @@ def check_device(device):
         )
 
 
-def run_recipe(brain_class, argv=None):
+def run_recipe(brain_class, argv=None, benchmark=None):
     """The common ``__main__`` of every strategy script, in SpeechBrain's recipe order.
 
     Arguments
@@ -71,6 +72,10 @@ def run_recipe(brain_class, argv=None):
         ``SSLCTCBrain`` or a subclass.
     argv : list of str, optional
         Command line (defaults to ``sys.argv[1:]``).
+    benchmark : callable, optional
+        ``benchmark(brain, test_datasets, settings) -> records``, run on the main
+        process after testing (the strategy scripts pass ``benchmark.benchmark_experiment``,
+        the five tests); without it no benchmark runs.
 
     Returns
     -------
@@ -130,7 +135,8 @@ def run_recipe(brain_class, argv=None):
     brain.release_training_state()
     if if_main_process():
         with unwrapped_modules(brain):
-            brain.benchmark_records = brain.run_benchmark(test_datasets, benchmark_settings)
+            if benchmark is not None:
+                brain.benchmark_records = benchmark(brain, test_datasets, benchmark_settings)
             write_inference_folder(brain)  # <output_folder>/inference/, for EncoderASR
     return brain
 

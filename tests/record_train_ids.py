@@ -19,6 +19,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmark import benchmark_experiment  # noqa: E402
 from ssl_ctc.recipe import run_recipe  # noqa: E402  (needs REPO on the path)
 
 
@@ -40,4 +41,4 @@ if __name__ == "__main__":
     brain_class_path, *recipe_argv = sys.argv[1:]
     module_name, _, class_name = brain_class_path.rpartition(".")
     brain_class = getattr(importlib.import_module(module_name), class_name)
-    run_recipe(recording(brain_class), recipe_argv)
+    run_recipe(recording(brain_class), recipe_argv, benchmark=benchmark_experiment)

@@ -27,6 +27,7 @@ from test_librispeech_prepare import (
 )
 
 import ssl_ctc.recipe
+from benchmark import benchmark_experiment
 from early_exiting.brain import EarlyExitBrain
 from librispeech_prepare import CSV_COLUMNS
 from ssl_ctc.downsampling import DownsampledBrain
@@ -218,6 +219,7 @@ def test_bad_input_stops_before_training_and_loses_nothing(
         f"{option}={value}" for option, value in options.items()]
 
     with pytest.raises((ValueError, OSError), match=re.escape(expected)):
-        ssl_ctc.recipe.run_recipe(brain_that_must_not_train(yaml_name), argv)
+        ssl_ctc.recipe.run_recipe(brain_that_must_not_train(yaml_name), argv,
+                                   benchmark=benchmark_experiment)
     assert snapshot(finished_experiment).items() >= produced.items()
 

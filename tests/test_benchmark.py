@@ -30,7 +30,7 @@ from ssl_ctc.benchmarking import macs as mac_counting
 from ssl_ctc.benchmarking import records as benchmark_records
 from ssl_ctc.benchmarking import settings as benchmark_settings
 from ssl_ctc.benchmarking import summary as benchmark_summary
-from ssl_ctc.benchmarking.measurement import available_cpu_cores
+from ssl_ctc.cpu.machine import available_cpu_cores
 from ssl_ctc.ctc import make_tokenizer
 
 TAGS = {"name": "Tiny", "strategy": "baseline", "factor": 1, "layers": 2, "baseline": True}

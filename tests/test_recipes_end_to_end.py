@@ -39,13 +39,15 @@ def read_records(output_folder):
 )
 def test_downsampled_train_debug(tiny_encoders, embedded_corpus, tmp_path, architecture,
                                  technique, factor):
+    from benchmark import benchmark_experiment
     from ssl_ctc.downsampling import DownsampledBrain
     from ssl_ctc.recipe import run_recipe
 
     output_folder = tmp_path / "experiment"
     brain = run_recipe(DownsampledBrain, recipe_args(
         "sig_down8000.yaml", embedded_corpus, tiny_encoders[architecture], output_folder,
-        "--downsampling_technique", technique, "--downsampling_factor", str(factor)))
+        "--downsampling_technique", technique, "--downsampling_factor", str(factor)),
+        benchmark=benchmark_experiment)
     assert os.path.isfile(output_folder / "wer_test-clean.txt")
     assert os.path.isfile(output_folder / "train_log.txt")
     records = read_records(output_folder)
@@ -101,6 +103,7 @@ def test_layer_removal_sweep_skips_finished_depths(tiny_encoders, embedded_corpu
 
 
 def test_early_exiting_script_debug_with_threshold_sweep(tiny_encoders, embedded_corpus, tmp_path):
+    from benchmark import benchmark_experiment
     from early_exiting import EarlyExitEncoder
     from early_exiting.brain import EarlyExitBrain
     from ssl_ctc.recipe import run_recipe
@@ -109,7 +112,7 @@ def test_early_exiting_script_debug_with_threshold_sweep(tiny_encoders, embedded
     brain = run_recipe(EarlyExitBrain, recipe_args(
         os.path.join("early_exiting", "early_exits.yaml"), embedded_corpus,
         tiny_encoders["wavlm"], output_folder, "--exit_layers=[2, 3]", "--exit_threshold", "0.5",
-        "--exit_threshold_sweep=[0.0, 10.0]"))
+        "--exit_threshold_sweep=[0.0, 10.0]"), benchmark=benchmark_experiment)
     assert isinstance(brain.modules.early_exit, EarlyExitEncoder)
     records = read_records(output_folder)
     assert {record["name"] for record in records} == {"EE H<0.5", "EE H<0", "EE H<10"}

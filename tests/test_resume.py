@@ -18,6 +18,7 @@ from speechbrain.utils.epoch_loop import EpochCounter
 
 import ssl_ctc.checkpoints
 import ssl_ctc.recipe
+from benchmark import benchmark_experiment
 from ssl_ctc.checkpoints import BROKEN_CHECKPOINTS_FOLDER, checkpoint_problem
 
 # Files of a complete checkpoint of downsampled_train.py (its recoverables).
@@ -109,7 +110,8 @@ def test_killed_training_resumes_and_finished_run_is_not_retrained(
     # The same command once more: the epoch counter says it is finished, nothing is retrained.
     train_log = (output_folder / "train_log.txt").read_text()
     checkpoints = sorted(folder.name for folder in save_folder.glob(f"{CKPT_PREFIX}*"))
-    brain = ssl_ctc.recipe.run_recipe(DownsampledBrain, arguments)
+    brain = ssl_ctc.recipe.run_recipe(DownsampledBrain, arguments,
+                                      benchmark=benchmark_experiment)
     assert brain.hparams.epoch_counter.current == 2
     assert (output_folder / "train_log.txt").read_text().startswith(train_log)
     assert epoch_lines(output_folder / "train_log.txt") == ["epoch: 1", "epoch: 2"]

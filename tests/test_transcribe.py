@@ -25,6 +25,7 @@ from test_recipes_end_to_end import recipe_args
 
 import benchmark
 import transcribe
+from benchmark import benchmark_experiment
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.data import make_test_loader, read_waveform
 from ssl_ctc.inference.folder import HPARAMS_FILE, INFERENCE_FORMAT_VERSION, MANIFEST
@@ -91,7 +92,7 @@ def experiments(tiny_encoders, corpus, tmp_path_factory):
                     debug = args.index("--debug")
                     args = [arg for index, arg in enumerate(args)
                             if arg != NOT_DEBUG and not debug <= index < debug + 3]
-                brain = run_recipe(brain_class, args)
+                brain = run_recipe(brain_class, args, benchmark=benchmark_experiment)
             except Exception as error:
                 trained[name] = error
                 raise

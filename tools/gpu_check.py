@@ -33,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from benchmark import benchmark_experiment  # noqa: E402
 from early_exiting.brain import EarlyExitBrain  # noqa: E402
 from librispeech_prepare import copy_first_utterances  # noqa: E402
 from speed_analysis.random_encoders import LARGE_SHAPE, TINY_SHAPE, save_random_encoder  # noqa: E402
@@ -101,7 +102,8 @@ def recipe_argv(variant, corpus, encoder, output_folder, device, *extra):
 def train_and_benchmark(variant, corpus, encoder, folder, device):
     """Two fp32 debug batches, then the five tests; the timed tests on ``device`` must be ok."""
     brain = run_recipe(VARIANTS[variant][1],
-                       recipe_argv(variant, corpus, encoder, folder, device))
+                       recipe_argv(variant, corpus, encoder, folder, device),
+                       benchmark=benchmark_experiment)
     kind = "gpu" if device.startswith("cuda") else "cpu"
     timed = [r for r in brain.benchmark_records if r["test"].startswith(kind)]
     bad = [f"{r['test']} {r['status']} ({r['reason']})" for r in timed if r["status"] != "ok"]
@@ -124,7 +126,7 @@ def train_in_precision(variant, corpus, encoder, folder, device, precision):
     """Two debug training batches with ``--precision``; the benchmark on the device only."""
     run_recipe(VARIANTS[variant][1], recipe_argv(
         variant, corpus, encoder, folder, device, "--precision", precision,
-        "--benchmark_devices", f"[{device}]", "--lm_path", "null"))
+        "--benchmark_devices", f"[{device}]", "--lm_path", "null"), benchmark=benchmark_experiment)
 
 
 def gpu_and_cpu_agree(variant, corpus, encoder, folder, device):
@@ -133,7 +135,7 @@ def gpu_and_cpu_agree(variant, corpus, encoder, folder, device):
     torch.backends.cudnn.allow_tf32 = False
     brain = run_recipe(VARIANTS[variant][1], recipe_argv(
         variant, corpus, encoder, folder, device, "--test_only", "--benchmark_devices=[cpu]",
-        "--lm_path", "null"))
+        "--lm_path", "null"), benchmark=benchmark_experiment)
     generator = torch.Generator().manual_seed(0)
     wavs = torch.randn(2, 48000, generator=generator) * 0.1
     wav_lens = torch.tensor([1.0, 0.7])
@@ -158,7 +160,7 @@ def reload_on_cpu(variant, corpus, encoder, folder):
     records_before = len(json.loads((folder / "benchmark.json").read_text()))
     run_recipe(VARIANTS[variant][1], recipe_argv(
         variant, corpus, encoder, folder, "cpu", "--test_only", "--benchmark_devices=[cpu]",
-        "--lm_path", "null"))
+        "--lm_path", "null"), benchmark=benchmark_experiment)
     records = json.loads((folder / "benchmark.json").read_text())
     new = [r for r in records[records_before:] if r["test"] == "cpu_greedy"]
     if not new or new[0]["status"] != "ok":

@@ -1,15 +1,14 @@
-"""Timing helpers shared by the five tests and the speed script: precisions, autocast, sync.
+"""Measuring the five tests and the speed script: GPU sync, peak memory, timed passes.
 
 Usage::
 
-    with autocast("cpu", "bf16"):
+    with PeakMemory("cpu") as memory:
         output = brain.infer_batch(wavs, wav_lens)
     synchronize("cpu")
+    memory.peak_mb
 """
 
-import contextlib
 import dataclasses
-import os
 import resource
 import sys
 import threading
@@ -18,42 +17,13 @@ from pathlib import Path
 
 import torch
 
-# int8: no autocast; ``ssl_ctc.cpu.plan`` runs the linear layers in int8.
-CPU_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "int8": None}
-
-
-GPU_PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+from ssl_ctc.precision import autocast
 
 
 def synchronize(device):
     """Waits for the GPU's queued work, so that a timer read is true."""
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
-
-
-def autocast(device, precision):
-    """Autocast context for a precision name ("fp32": none)."""
-    dtype = (GPU_PRECISIONS if device.startswith("cuda") else CPU_PRECISIONS)[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
-def available_cpu_cores():
-    """The CPU cores this process may run on (its affinity), whatever OMP_NUM_THREADS says.
-
-    torchrun sets ``OMP_NUM_THREADS=1`` for several processes per node, so torch's
-    current thread count is not what a CPU test should use after training.
-
-    Example
-    -------
-    >>> available_cpu_cores() >= 1
-    True
-    """
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 _PROC_STATUS = Path("/proc/self/status")

@@ -12,12 +12,14 @@ import importlib
 import importlib.metadata
 import io
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ssl_ctc.cpu.machine import cpu_name
+from ssl_ctc.files import write_atomically
+from ssl_ctc.imports import import_object
 
 # Test names of the records: the paper's five tests.
 GPU_TESTS = (("gpu_greedy", False), ("gpu_lm", True))  # (name, uses the LM)
@@ -118,18 +120,6 @@ def flatten_record(record, prefix=""):
     return flat
 
 
-def write_atomically(path, text):
-    """Writes a file through a temporary file and os.replace: readers see the
-    old or the new content, never a partial one."""
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as temporary:
-        temporary.write(text)
-        temporary.flush()
-        os.fsync(temporary.fileno())
-    os.replace(temporary.name, path)
-
-
 def csv_text(rows):
     """CSV text of dict rows, columns in order of first appearance."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -186,43 +176,6 @@ def package_versions():
     return versions
 
 
-def cpu_name():
-    """CPU model from /proc/cpuinfo, else what platform knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-# The /proc/cpuinfo flags that decide the CPU inference paths (vector width, bf16, int8).
-SPEED_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni",
-                   "avx_ne_convert", "amx_tile", "amx_bf16", "amx_int8")
-
-
-def cpu_flags():
-    """The CPU's speed-relevant flags (``SPEED_CPU_FLAGS`` present), torch's capability, cores.
-
-    Example
-    -------
-    >>> flags = cpu_flags()
-    >>> sorted(flags) == ["capability", "cores", "flags", "quantized_engine"]
-    True
-    """
-    present = set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                present.update(line.split(":", 1)[1].split())
-                break
-    return {"flags": [flag for flag in SPEED_CPU_FLAGS if flag in present],
-            "capability": torch.backends.cpu.get_cpu_capability(),
-            "quantized_engine": torch.backends.quantized.engine,
-            "cores": os.cpu_count()}
-
-
 def device_name(device):
     """Human-readable name of a device."""
     if device.startswith("cuda"):
@@ -239,28 +192,6 @@ def utc_timestamp():
     True
     """
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
-
-
-def importable_class_name(cls):
-    """Dotted name of ``cls``, or of its nearest base that can be imported by name.
-
-    A Brain subclassed inside a function (``<locals>``) or in a script run as
-    ``__main__`` cannot be imported back; the strategy Brain it extends can.
-
-    Example
-    -------
-    >>> from collections import OrderedDict
-    >>> def local():
-    ...     class Local(OrderedDict):
-    ...         pass
-    ...     return Local
-    >>> importable_class_name(local())
-    'collections.OrderedDict'
-    """
-    for candidate in cls.__mro__:
-        if "<locals>" not in candidate.__qualname__ and candidate.__module__ != "__main__":
-            return f"{candidate.__module__}.{candidate.__qualname__}"
-    raise ValueError(f"no importable class in the bases of {cls!r}")
 
 
 def experiment_brain_class(experiment_folder):
@@ -294,14 +225,3 @@ def experiment_brain_class(experiment_folder):
         raise ValueError(f"{path}: no record has a brain_class field (written before 2026-12)")
     return import_object(names[-1])
 
-
-def import_object(dotted_name):
-    """The object a dotted name points to, e.g. ``ssl_ctc.downsampling.DownsampledBrain``.
-
-    Example
-    -------
-    >>> import_object("ssl_ctc.benchmarking.records.import_object").__name__
-    'import_object'
-    """
-    module_name, _, attribute = dotted_name.rpartition(".")
-    return getattr(importlib.import_module(module_name), attribute)

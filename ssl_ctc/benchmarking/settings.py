@@ -12,9 +12,8 @@ import math
 import re
 from pathlib import Path
 
-from ssl_ctc.benchmarking.measurement import GPU_PRECISIONS
-from ssl_ctc.cpu.plan import CPU_INFERENCE_PRECISIONS
 from ssl_ctc.lm_decoding import LM_PACKAGES, is_arpa
+from ssl_ctc.precision import CPU_PRECISIONS, GPU_PRECISIONS
 
 PAPER_TEST_BATCH_SIZE = 4  # the paper's test batches
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -145,7 +144,7 @@ class BenchmarkSettings:
                     "(expected 'cpu', 'cuda' or 'cuda:N')"
                 )
         for field, known in (
-            ("cpu_precision", CPU_INFERENCE_PRECISIONS),
+            ("cpu_precision", CPU_PRECISIONS),
             ("gpu_precision", GPU_PRECISIONS),
         ):
             if getattr(self, field) not in known:

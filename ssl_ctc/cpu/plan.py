@@ -50,11 +50,9 @@ import torch
 import torch.nn.functional as F
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
-from ssl_ctc.benchmarking.records import cpu_flags
+from ssl_ctc.cpu.machine import cpu_flags
 from ssl_ctc.front_end import MatmulFeatureEncoder, channels_first_front_ends
-
-CPU_INFERENCE_PRECISIONS = ("fp32", "bf16", "int8", "auto")
-
+from ssl_ctc.precision import CPU_PRECISIONS, autocast
 
 FP32_BACKENDS = ("aten", "onednn")
 
@@ -244,7 +242,7 @@ def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS):
     front_end = front_ends[0]
     wavs = torch.randn(*FRONT_END_PROBE_SAMPLES)
     seconds = {}
-    with torch.inference_mode(), _precision_context(precision):
+    with torch.inference_mode(), autocast("cpu", precision):
         for _ in range(2):  # alternated, so that a load change does not favour one
             for name in FRONT_ENDS:
                 with _front_end_mode(front_end, name):
@@ -318,7 +316,7 @@ def check_modules(modules, precision, kernel_of=None):
             inputs = _check_input(layer, generator)
             reference = layer(inputs)
             if precision == "bf16":
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+                with autocast("cpu", "bf16"):
                     output = layer(inputs)
             else:
                 output = kernel_of(layer)(inputs)
@@ -534,14 +532,8 @@ def has_bf16_instructions(flags=None):
 
 def _probe_seconds(probe, path, precision, repeats=PROBE_REPEATS):
     """Median seconds of ``probe()`` on a path, in a precision (one untimed call first)."""
-    with path.applied(), torch.inference_mode(), _precision_context(precision):
+    with path.applied(), torch.inference_mode(), autocast("cpu", precision):
         return _median_seconds(probe, repeats)
-
-
-def _precision_context(precision):
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -554,7 +546,7 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
         The modules that inference runs (their ``nn.Linear`` and WavLM
         attention instances are switched for the block, then restored).
     precision : str
-        One of ``CPU_INFERENCE_PRECISIONS``; "bf16" enters bf16 autocast for the block.
+        One of ``CPU_PRECISIONS``; "bf16" enters bf16 autocast for the block.
     backend : str
         fp32 kernel: "auto" (measured, and the CNN front end too: ``choose_front_end``),
         "aten" or "onednn" (with the matmul front end); the kernel is ignored for
@@ -576,9 +568,9 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
     >>> torch.allclose(fast, model(inputs), atol=1e-5), plan.backend in FP32_BACKENDS
     (True, True)
     """
-    if precision not in CPU_INFERENCE_PRECISIONS:
+    if precision not in CPU_PRECISIONS:
         raise ValueError(f"unknown CPU precision {precision!r} "
-                         f"(expected one of {CPU_INFERENCE_PRECISIONS})")
+                         f"(expected one of {CPU_PRECISIONS})")
     if backend not in ("auto", *FP32_BACKENDS):
         raise ValueError(f"unknown CPU backend {backend!r} (expected auto or {FP32_BACKENDS})")
     measurements = {}
@@ -618,7 +610,7 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
     plan = CpuInferencePlan(chosen, kernel, precision, backend, measurements, front_end,
                             fallbacks, check)
     with (CpuInferencePath(modules, kernel, kernel_cache, front_end, fp32_layers).applied(),
-          _precision_context(chosen)):
+          autocast("cpu", chosen)):
         yield plan
 
 
@@ -652,7 +644,7 @@ def _check_precision(modules, precision, fp32_backend, probe, kernel_cache):
         with CpuInferencePath(modules, fp32_backend, kernel_cache).applied():
             reference = _probe_tensor(probe())
         with (CpuInferencePath(modules, path.backend, path.kernel_cache, fp32_layers=fallbacks)
-              .applied(), _precision_context(precision)):
+              .applied(), autocast("cpu", precision)):
             output = _probe_tensor(probe())
     if reference is None or output is None:
         return fallbacks, check

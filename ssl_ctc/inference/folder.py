@@ -33,9 +33,10 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.fetching import LocalStrategy
 
-from ssl_ctc.benchmarking.records import import_object, importable_class_name, write_atomically
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.encoder import SSLEncoder
+from ssl_ctc.files import write_atomically
+from ssl_ctc.imports import import_object, importable_class_name
 
 logger = logging.getLogger(__name__)
 

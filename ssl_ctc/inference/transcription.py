@@ -27,16 +27,15 @@ import soundfile
 import torch
 from speechbrain.dataio.preprocess import AudioNormalizer
 
-from ssl_ctc.benchmarking.measurement import GPU_PRECISIONS, autocast
-from ssl_ctc.cpu.plan import CPU_INFERENCE_PRECISIONS, cpu_inference
+from ssl_ctc.cpu.plan import cpu_inference
 from ssl_ctc.encoder import SAMPLE_RATE
 from ssl_ctc.inference.folder import decode_words, load_inference_encoder
+from ssl_ctc.precision import PRECISIONS, autocast, precisions_of
 
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
-PRECISIONS = tuple(dict.fromkeys((*CPU_INFERENCE_PRECISIONS, *GPU_PRECISIONS)))
 
 
 class AudioInputError(Exception):
@@ -218,10 +217,9 @@ class Transcriber:
                  window_seconds=30.0, overlap_seconds=4.0):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision}")
-        allowed = CPU_INFERENCE_PRECISIONS if device == "cpu" else tuple(GPU_PRECISIONS)
-        if precision not in allowed:
+        if precision not in precisions_of(device):
             raise ValueError(f"--precision {precision} does not run on {device} "
-                             f"({', '.join(allowed)} do)")
+                             f"({', '.join(precisions_of(device))} do)")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {device} was given but no CUDA device is available")
         if not overlap_seconds < window_seconds:
