@@ -20,6 +20,11 @@ ARPA_SUFFIXES = (".arpa", ".arpa.gz")
 LM_PACKAGES = ("kenlm", "pyctcdecode")
 
 
+# The beam search's settings when the YAML gives none (keys as in the YAML): shallow-fusion
+# LM weight, word insertion bonus, beam width (pyctcdecode's default).
+LM_DEFAULTS = {"lm_alpha": 0.5, "lm_beta": 1.0, "lm_beam_width": 100}
+
+
 def pyctcdecode_labels(tokenizer):
     """The label list pyctcdecode needs, and the log-prob columns it covers.
 

@@ -165,6 +165,27 @@ def append_records(records, output_folder):
     return all_records
 
 
+def latest_records(records):
+    """The latest record per (test set, test): a measured one if any, else the latest skipped.
+
+    A later run without a GPU does not hide an earlier GPU measurement.
+
+    Example
+    -------
+    >>> records = [{"test_set": "t", "test": "gpu_greedy", "status": "ok", "timestamp": "1"},
+    ...            {"test_set": "t", "test": "gpu_greedy", "status": "skipped", "timestamp": "2"}]
+    >>> latest_records(records)["t", "gpu_greedy"]["status"]
+    'ok'
+    """
+    latest = {}
+    for record in records:
+        key = (record["test_set"], record["test"])
+        rank = (record["status"] == "ok", record["timestamp"])
+        if key not in latest or rank >= latest[key][0]:
+            latest[key] = (rank, record)
+    return {key: record for key, (_, record) in latest.items()}
+
+
 def package_versions():
     """Versions of Python and of the packages that shape the numbers."""
     versions = {"python": platform.python_version()}

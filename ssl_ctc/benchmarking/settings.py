@@ -12,7 +12,7 @@ import math
 import re
 from pathlib import Path
 
-from ssl_ctc.lm_decoding import LM_PACKAGES, is_arpa
+from ssl_ctc.lm_decoding import LM_DEFAULTS, LM_PACKAGES, is_arpa
 from ssl_ctc.precision import CPU_PRECISIONS, GPU_PRECISIONS
 
 PAPER_TEST_BATCH_SIZE = 4  # the paper's test batches
@@ -77,9 +77,9 @@ class BenchmarkSettings:
     mac_batches: int | None = None
     lm_path: str | None = None
     lm_unigrams_path: str | None = None
-    lm_alpha: float = 0.5
-    lm_beta: float = 1.0
-    lm_beam_width: int = 100
+    lm_alpha: float = LM_DEFAULTS["lm_alpha"]
+    lm_beta: float = LM_DEFAULTS["lm_beta"]
+    lm_beam_width: int = LM_DEFAULTS["lm_beam_width"]
     lm_decode_workers: int = 2
 
     # Field name -> YAML key.

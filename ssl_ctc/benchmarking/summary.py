@@ -9,7 +9,7 @@ import collections
 import json
 from pathlib import Path
 
-from ssl_ctc.benchmarking.records import MAC_TEST, RESULTS_JSON, csv_text
+from ssl_ctc.benchmarking.records import MAC_TEST, RESULTS_JSON, csv_text, latest_records
 from ssl_ctc.files import write_atomically
 
 SUMMARY_MARKDOWN = "summary.md"
@@ -67,19 +67,6 @@ SKIPPED = "skipped"
 MISSING = "–"
 
 
-def _latest_records(records):
-    """The latest record per (test set, test): a measured one if any, else
-    the latest skipped one (a later run without a GPU does not hide an earlier
-    GPU measurement)."""
-    latest = {}
-    for record in records:
-        key = (record["test_set"], record["test"])
-        rank = (record["status"] == "ok", record["timestamp"])
-        if key not in latest or rank >= latest[key][0]:
-            latest[key] = (rank, record)
-    return {key: record for key, (_, record) in latest.items()}
-
-
 def _is_baseline(tags, deepest):
     """The "baseline" tag if present, else whether factor is 1 at full depth."""
     if tags.get("baseline") is not None:
@@ -126,7 +113,7 @@ def _by_cpu_precision(records):
 
 def _summary_row(experiment, test_set, records, deepest, cpu_precision):
     """The summary row of an experiment's records on a test set in one CPU precision."""
-    latest = _latest_records(records)
+    latest = latest_records(records)
     tags = records[-1]  # the experiment's tags are fields of its records
     baseline = _is_baseline(tags, deepest)
     setting = _setting_label(tags, baseline)

@@ -33,10 +33,12 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.fetching import LocalStrategy
 
+from ssl_ctc.benchmarking.records import RESULTS_JSON, latest_records
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.encoder import SSLEncoder
 from ssl_ctc.files import write_atomically
 from ssl_ctc.imports import import_object, importable_class_name
+from ssl_ctc.lm_decoding import LM_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,6 @@ DOWNSAMPLING_KEYS = ("sample_rate", "blank_index", "output_neurons", "considered
 EARLY_EXIT_KEYS = ("sample_rate", "blank_index", "output_neurons", "considered_layers",
                    "exit_layers", "exit_criterion", "exit_threshold", "exit_layer",
                    "exit_decision")
-LM_KEYS = {"lm_alpha": 0.5, "lm_beta": 1.0, "lm_beam_width": 100}
 
 
 class InferenceFolderError(Exception):
@@ -189,7 +190,8 @@ def in_process_lm_decoder(tokenizer, lm_path, lm_unigrams_path, lm_alpha, lm_bet
 
 
 def decode_words(log_probs, lengths, tokenizer, lm_path=None, lm_unigrams_path=None,
-                 lm_alpha=0.5, lm_beta=1.0, lm_beam_width=100):
+                 lm_alpha=LM_DEFAULTS["lm_alpha"], lm_beta=LM_DEFAULTS["lm_beta"],
+                 lm_beam_width=LM_DEFAULTS["lm_beam_width"]):
     """Greedy CTC decoding, or the benchmark's KenLM beam search when ``lm_path`` is set.
 
     Arguments
@@ -509,15 +511,6 @@ ssl_model_config:
 {yaml_block(preprocessor_config, 4)}"""
 
 
-def latest_records(records, name):
-    """The newest ``status: ok`` record of each (test set, test) for the experiment ``name``."""
-    latest = {}
-    for record in records:
-        if record.get("name") == name and record.get("status") == "ok":
-            latest[record["test_set"], record["test"]] = record
-    return latest
-
-
 def format_number(value, digits=3):
     """A number for the model card, ``-`` when missing."""
     if value is None:
@@ -529,7 +522,9 @@ def model_card(brain, tags, records, checkpoint, early_exit, folder_name):
     """The README.md of an inference folder: what was trained, its numbers, how to use it."""
     hparams = brain.hparams
     config = hparams.ssl.model.config
-    latest = latest_records(records, tags["name"])
+    latest = {key: record for key, record in latest_records(
+        [record for record in records if record.get("name") == tags["name"]]).items()
+        if record["status"] == "ok"}
     rows = []
     for test_set in sorted({test_set for test_set, _ in latest}):
         def field(test, key, digits=3, test_set=test_set):
@@ -690,7 +685,6 @@ def write_inference_folder(brain, folder=None, check=True):
     Path
         The folder. It is written next to the old one, then swapped in.
     """
-    from ssl_ctc.benchmarking.records import RESULTS_JSON
 
     output_folder = Path(brain.hparams.output_folder)
     folder = Path(folder) if folder is not None else output_folder / INFERENCE_FOLDER
@@ -701,7 +695,7 @@ def write_inference_folder(brain, folder=None, check=True):
     records = json.loads(records_path.read_text()) if records_path.is_file() else []
     lm_settings = {"lm_unigrams_path": getattr(brain.hparams, "lm_unigrams_path", None)}
     lm_settings.update({key: getattr(brain.hparams, key, default)
-                        for key, default in LM_KEYS.items()})
+                        for key, default in LM_DEFAULTS.items()})
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
