@@ -13,7 +13,7 @@ Usage::
 import speechbrain as sb
 
 from early_exiting.criteria import build_exit_criterion
-from ssl_ctc.brain import SSLCTCBrain, frame_lengths
+from ssl_ctc.brain import SSLCTCBrain
 
 
 class EarlyExitBrain(SSLCTCBrain):
@@ -35,10 +35,9 @@ class EarlyExitBrain(SSLCTCBrain):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         output = self.modules.early_exit(wavs, wav_lens, all_exits=True)
-        deepest = output.log_probs[max(output.log_probs)]
         return {
-            "log_probs": deepest,
-            "lengths": frame_lengths(wav_lens, deepest.shape[1]),
+            "log_probs": output.log_probs[max(output.log_probs)],
+            "lengths": output.frame_lengths,  # exact, as at inference
             "exit_log_probs": output.log_probs,
         }
 

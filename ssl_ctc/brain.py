@@ -21,17 +21,6 @@ from ssl_ctc.encoder import encoder_frame_lengths, sample_lengths_of
 from ssl_ctc.imports import importable_class_name
 
 
-def frame_lengths(wav_lens, num_frames):
-    """Each utterance's true number of output frames, from its relative length.
-
-    Example
-    -------
-    >>> frame_lengths(torch.tensor([1.0, 0.5]), 10)
-    tensor([10,  5])
-    """
-    return torch.round(wav_lens * num_frames).long().clamp(min=1)
-
-
 class SSLCTCBrain(sb.Brain):
     """Fine-tunes an SSL encoder with a DNN + CTC head.
 

@@ -10,9 +10,11 @@ import dataclasses
 import os
 
 import pytest
+import speechbrain as sb
 import torch
 from conftest import EMBEDDED_CORPUS, REPO
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 import benchmark
@@ -97,6 +99,23 @@ def test_each_utterance_decodes_as_if_alone(tiny_encoders, tmp_path, name):
                 assert batched[extra][index] == alone[extra][0]
     if name == "EE":  # the batch really mixes exit layers
         assert len(set(batched["exit_layers"].tolist())) > 1
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_training_forward_uses_the_exact_frame_lengths(tiny_encoders, tmp_path, name):
+    """CTC training and validation see each utterance's exact frames, as inference does.
+
+    1200 samples give 3 encoder frames; the relative length times the batch's 49
+    frames, rounded, would say 4 (a frame of padding scored by the CTC loss).
+    """
+    brain = build_brain(name, tiny_encoders["wavlm"], tmp_path)
+    wavs, wav_lens = padded_batch(lengths=(16000, 1200))
+    batch = PaddedBatch([{"sig": wav[:int(round(float(length) * wavs.shape[1]))]}
+                         for wav, length in zip(wavs, wav_lens, strict=True)])
+    with torch.inference_mode():
+        expected = brain.infer_batch(wavs, wav_lens)["lengths"]
+        for stage in (sb.Stage.TRAIN, sb.Stage.VALID):
+            assert brain.compute_forward(batch, stage)["lengths"].tolist() == expected.tolist()
 
 
 @pytest.fixture(scope="module")
