@@ -10,9 +10,13 @@ Usage (a strategy script)::
 """
 
 import contextlib
+import filecmp
+import inspect
 import logging
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import speechbrain as sb
 import torch
@@ -95,6 +99,8 @@ def run_recipe(brain_class, argv=None, benchmark=None):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    if if_main_process():
+        snapshot_calling_script(hparams["output_folder"], inspect.currentframe().f_back)
     prepare_options = {
         "data_folder": hparams["data_folder"],
         "save_folder": hparams["prepare_folder"],
@@ -139,6 +145,28 @@ def run_recipe(brain_class, argv=None, benchmark=None):
                 brain.benchmark_records = benchmark(brain, test_datasets, benchmark_settings)
             write_inference_folder(brain)  # <output_folder>/inference/, for EncoderASR
     return brain
+
+
+def snapshot_calling_script(output_folder, caller_frame):
+    """Keep the strategy script in the experiment folder, not this module.
+
+    SpeechBrain's ``create_experiment_directory`` copies the file that calls it
+    (here, ``ssl_ctc/recipe.py``) as the snapshot of what ran; the file that
+    called ``run_recipe`` (``downsampled_train.py``...) is the one that says it.
+
+    Arguments
+    ---------
+    output_folder : str or Path
+        The experiment folder.
+    caller_frame : frame
+        The frame that called ``run_recipe``.
+    """
+    copied = Path(output_folder) / Path(__file__).name
+    if copied.is_file() and filecmp.cmp(copied, __file__, shallow=False):
+        copied.unlink()
+    caller = inspect.getmodule(caller_frame)
+    if caller is not None and getattr(caller, "__file__", None):
+        shutil.copy(os.path.realpath(caller.__file__), output_folder)
 
 
 def warn_ctc_shortfalls(brain, train_data):

@@ -97,6 +97,9 @@ def test_killed_training_resumes_and_finished_run_is_not_retrained(
     set_aside = {path.name for path in (save_folder / BROKEN_CHECKPOINTS_FOLDER).glob("*")}
     assert set_aside == cut_by_the_kill
     assert epoch_lines(output_folder / "train_log.txt") == ["epoch: 1", "epoch: 2"]
+    # The experiment's snapshot is the strategy script that ran, not the library's recipe.py.
+    assert (output_folder / "downsampled_train.py").is_file()
+    assert not (output_folder / "recipe.py").exists()
     counters = {int((folder / "counter.ckpt").read_text())
                 for folder in complete_checkpoints(save_folder)}
     assert max(counters) == 2
