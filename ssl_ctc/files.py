@@ -1,4 +1,4 @@
-"""Files that readers never see half-written.
+"""Files that readers never see half-written, with the permissions the user's umask gives.
 
 Usage::
 
@@ -11,14 +11,42 @@ import tempfile
 from pathlib import Path
 
 
+def current_umask():
+    """The process's file-creation mask (read by setting it and restoring it).
+
+    Example
+    -------
+    >>> 0 <= current_umask() <= 0o777
+    True
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path, text):
-    """Writes a file through a temporary file and os.replace: readers see the
-    old or the new content, never a partial one."""
+    """Write a file through a temporary file and ``os.replace``.
+
+    Readers see the old or the new content, never a partial one; the file gets
+    the mode a plain ``open(path, "w")`` would give (0666 less the umask), not the
+    temporary file's 0600.
+
+    Example
+    -------
+    >>> import stat
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "a.txt"
+    ...     write_atomically(path, "text")
+    ...     stat.S_IMODE(path.stat().st_mode) == 0o666 & ~current_umask()
+    True
+    """
+    path = Path(path)
     with tempfile.NamedTemporaryFile(
         "w", dir=path.parent, prefix=f".{path.name}.", delete=False
     ) as temporary:
         temporary.write(text)
         temporary.flush()
+        os.fchmod(temporary.fileno(), 0o666 & ~current_umask())
         os.fsync(temporary.fileno())
     os.replace(temporary.name, path)
 
