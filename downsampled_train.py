@@ -9,8 +9,8 @@ downsamplers are built from the YAML's ``downsampling_techniques``.
 
 Usage::
 
-    python downsampled_train.py hparams/sig_down8000.yaml --data_folder /path/to/LibriSpeech
-    python downsampled_train.py hparams/sig_down8000.yaml --data_folder /path/to/LibriSpeech \
+    python downsampled_train.py hparams/downsampling.yaml --data_folder /path/to/LibriSpeech
+    python downsampled_train.py hparams/downsampling.yaml --data_folder /path/to/LibriSpeech \
         --downsampling_technique convolutional --downsampling_factor 3
 
 Authors
@@ -19,7 +19,7 @@ Authors
 
 from benchmark import benchmark_experiment
 from ssl_ctc.downsampling import DownsampledBrain
-from ssl_ctc.recipe import run_recipe
+from ssl_ctc.recipe import main
 
 if __name__ == "__main__":
-    run_recipe(DownsampledBrain, benchmark=benchmark_experiment)
+    main(DownsampledBrain, benchmark_experiment)

@@ -22,7 +22,7 @@ Authors
 
 from benchmark import benchmark_experiment
 from early_exiting.brain import EarlyExitBrain
-from ssl_ctc.recipe import run_recipe
+from ssl_ctc.recipe import main
 
 if __name__ == "__main__":
-    run_recipe(EarlyExitBrain, benchmark=benchmark_experiment)
+    main(EarlyExitBrain, benchmark_experiment)

@@ -17,7 +17,7 @@ Authors
 
 from benchmark import benchmark_experiment
 from ssl_ctc.layer_removal import LayerRemovalBrain
-from ssl_ctc.recipe import run_recipe
+from ssl_ctc.recipe import main
 
 if __name__ == "__main__":
-    run_recipe(LayerRemovalBrain, benchmark=benchmark_experiment)
+    main(LayerRemovalBrain, benchmark_experiment)

@@ -25,6 +25,14 @@ HPARAMS="${HPARAMS:-$RECIPE/hparams/layer_removal.yaml}"
 OUTPUT_ROOT="${OUTPUT_ROOT:-results/layer_removal_sweep}"
 PYTHON="${PYTHON:-python}"
 
+for argument in "$@"; do
+    if [ "$argument" = "--help" ] || [ "$argument" = "-h" ]; then
+        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+        echo
+        exec "$PYTHON" "$RECIPE/layer_removal.py" "$HPARAMS" --help
+    fi
+done
+
 for layers in $LAYERS; do
     output_folder="$OUTPUT_ROOT/${layers}_layers"
     if [ -f "$output_folder/benchmark.json" ]; then

@@ -26,8 +26,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the folder holds everything: nev
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ssl_ctc.inference.folder import InferenceFolderError  # noqa: E402
-from ssl_ctc.inference.transcription import PRECISIONS, transcribe_files  # noqa: E402
+from ssl_ctc.inference.loading import InferenceFolderError  # noqa: E402
+from ssl_ctc.inference.transcription import AudioInputError, transcribe_files  # noqa: E402
+from ssl_ctc.precision import PRECISIONS  # noqa: E402
 
 logger = logging.getLogger("transcribe")
 
@@ -46,7 +47,8 @@ def parse_arguments(argv):
                              "(alpha, beta, beam width of the experiment)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32; bf16 (autocast); int8 (dynamic quantisation, CPU)")
+                        help="fp32; bf16; int8 (CPU: dynamic quantisation); auto (CPU: bf16 where "
+                             "checked and faster); fp16 (GPU)")
     parser.add_argument("--batch_size", type=int, default=4,
                         help="utterances per batch, sorted by duration (default: 4)")
     parser.add_argument("--window_seconds", type=float, default=30.0,
@@ -105,7 +107,7 @@ def run(arguments):
             batch_size=arguments.batch_size, window_seconds=arguments.window_seconds,
             overlap_seconds=arguments.overlap_seconds,
         )
-    except (InferenceFolderError, ValueError) as error:
+    except (InferenceFolderError, AudioInputError, ValueError) as error:
         logger.error(f"error: {error}")
         return 2
     failed = 0

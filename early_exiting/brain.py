@@ -10,10 +10,15 @@ Usage::
         --data_folder /path/to/LibriSpeech
 """
 
+from pathlib import Path
+
 import speechbrain as sb
 
 from early_exiting.criteria import build_exit_criterion
 from ssl_ctc.brain import SSLCTCBrain
+
+# The early-exit interface for SpeechBrain's foreign_class, copied into inference folders.
+INFERENCE_INTERFACE = Path(__file__).with_name("inference.py")
 
 
 class EarlyExitBrain(SSLCTCBrain):
@@ -91,3 +96,53 @@ class EarlyExitBrain(SSLCTCBrain):
             "label": criterion.label,
             "baseline": False,
         }
+
+    def inference_keys(self):
+        """The base keys and the exits' (criterion and threshold stay keys of the YAML)."""
+        return (*super().inference_keys(), "exit_layers", "exit_criterion", "exit_threshold",
+                "exit_layer", "exit_decision")
+
+    def inference_modules_yaml(self):
+        """The exit heads, the criterion and the early-exit encoder around ``ssl``."""
+        heads = self.modules.early_exit.exit_heads
+        first_head = heads.heads[str(heads.exit_layers[0])]
+        return "".join(line + "\n" for line in [
+            "exit_heads: !new:early_exiting.ExitHeads",
+            "    exit_layers: !ref <exit_layers>",
+            f"    input_size: {heads.input_size}",
+            f"    output_size: {heads.output_size}",
+            f"    dnn_neurons: {first_head[0].out_features}",
+            "criterion: !apply:early_exiting.build_exit_criterion",
+            "    name: !ref <exit_criterion>",
+            "    threshold: !ref <exit_threshold>",
+            "    layer: !ref <exit_layer>",
+            "early_exit: !new:early_exiting.EarlyExitEncoder",
+            "    encoder: !ref <ssl>",
+            "    exit_heads: !ref <exit_heads>",
+            "    criterion: !ref <criterion>",
+            "    decision: !ref <exit_decision>",
+        ])
+
+    def inference_brain_hparams(self):
+        """The criterion and exit heads (``sweep_criteria`` and the exits read them)."""
+        return ["criterion", "exit_heads"]
+
+    def inference_interface(self):
+        """``EarlyExitASR`` (``early_exiting/inference.py``): transcripts with their exit layers."""
+        return {
+            "source": INFERENCE_INTERFACE,
+            "classname": "EarlyExitASR",
+            "description": "Early exit, with each utterance's exit layer, at another threshold "
+                           "without retraining",
+            "overrides": {"exit_threshold": self.hparams.exit_threshold},
+            "example": 'text, exit_layer = asr.transcribe_file_with_exit("speech.flac")',
+        }
+
+    def inference_card_lines(self):
+        """The exit layers and the criterion, threshold and decision the folder starts with."""
+        hparams = self.hparams
+        return [*super().inference_card_lines(),
+                f"- exits after layers {hparams.exit_layers}; criterion "
+                f"`{hparams.exit_criterion}`, threshold {hparams.exit_threshold}, exit layer "
+                f"{hparams.exit_layer}, decision `{hparams.exit_decision}` (keys "
+                "`exit_criterion`, `exit_threshold`, `exit_layer` of hyperparams.yaml)"]

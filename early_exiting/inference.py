@@ -1,9 +1,10 @@
 """Early-exit ASR interface for SpeechBrain's ``foreign_class``: transcripts and exit layers.
 
-``ssl_ctc.inference.folder`` copies this file into an early-exit experiment's inference
-folder as ``custom_interface.py``. The exit criterion and threshold stay keys of
-the folder's ``hyperparams.yaml`` (``exit_criterion``, ``exit_threshold``,
-``exit_layer``, ``exit_decision``), so another threshold needs no retraining.
+``ssl_ctc.inference.writer`` copies this file into an early-exit experiment's inference
+folder as ``custom_interface.py`` (``EarlyExitBrain.inference_interface``). The exit
+criterion and threshold stay keys of the folder's ``hyperparams.yaml``
+(``exit_criterion``, ``exit_threshold``, ``exit_layer``, ``exit_decision``), so another
+threshold needs no retraining.
 
 Usage::
 
@@ -55,7 +56,7 @@ class EarlyExitASR(EncoderASR):
         tuple
             ``(texts, exit_layers)``: a list of str, a ``[B]`` LongTensor.
         """
-        from ssl_ctc.inference.folder import blank_padding
+        from ssl_ctc.inference.runtime import blank_padding
 
         with torch.no_grad():
             wavs, wav_lens = wavs.float().to(self.device), wav_lens.to(self.device)

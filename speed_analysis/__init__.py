@@ -1,5 +1,8 @@
 """The speed analysis behind ``speed_benchmark.py`` (not needed to train, test or deploy).
 
-Random encoders of the paper's shapes, synthetic utterances, the reference workloads
-(GEMM limits, bare Hugging Face forwards), the recipe's overheads and the report.
+``variants`` (the paper's variants, also run by ``tools/run_demo.py``), ``brains``
+(each variant's Brain on a random encoder), ``synthetic_utterances``, ``random_encoders``,
+``reference_workloads`` (GEMM limits, bare forwards), ``rows`` and ``onnx_rows`` (what is
+timed and computed from the times), ``overheads`` (the five tests' path and the LM),
+``runner`` (the run, step by step) and ``report`` (targets, ``speed.json``, the tables).
 """

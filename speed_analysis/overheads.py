@@ -10,7 +10,7 @@ import statistics
 from benchmark import benchmark_experiment
 from speed_analysis.reference_workloads import bare_forward
 from ssl_ctc.benchmarking.measurement import TimedEntry
-from ssl_ctc.benchmarking.records import experiment_brain_class
+from ssl_ctc.inference.loading import experiment_brain_class
 from ssl_ctc.recipe import run_recipe
 
 
@@ -39,7 +39,7 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device, c
         Number of alternations.
     device : str
         Device of the bare forward and of the timed tests.
-    cpu_path : ssl_ctc.cpu.plan.CpuInferencePath, optional
+    cpu_path : ssl_ctc.cpu.path.CpuInferencePath, optional
         The path the bare forwards run in (the tests' own path on CPU).
 
     Returns
@@ -162,7 +162,7 @@ def precision_wer_change(experiment, precisions, threads, work_folder):
     -------
     dict
         Per test set and precision: WER, CPU time, what the record says ran
-        (``cpu_precision``: what "auto" chose); per precision the WER change and speed-up.
+        (``precision``: what "auto" chose); per precision the WER change and speed-up.
     """
     hparams_file = experiment / "hyperparams.yaml"
     brain_class = experiment_brain_class(experiment)
@@ -179,7 +179,7 @@ def precision_wer_change(experiment, precisions, threads, work_folder):
             if record["test"] == "cpu_greedy":
                 measures.setdefault(record["test_set"], {})[name] = {
                     "wer": record["wer"], "time_s": record["total_time_s"],
-                    "cpu_precision": record.get("cpu_precision"),
+                    "precision": record.get("precision"),
                     "cpu_backend": record.get("cpu_backend")}
     for results in measures.values():
         results["changes"] = {

@@ -9,7 +9,7 @@ import torch
 from speechbrain.integrations.huggingface.wav2vec2 import make_padding_masks
 
 from ssl_ctc.benchmarking.macs import count_macs
-from ssl_ctc.cpu.plan import KERNELS
+from ssl_ctc.cpu.kernels import KERNELS
 
 
 def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device, backend="aten"):
@@ -19,7 +19,7 @@ def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device, backe
     the feed-forward pair (``hidden x intermediate``, ``intermediate x hidden``)
     on ``rows x hidden`` inputs, ``rows`` being the batch's utterances times its
     padded encoder frames, with a backend: "aten" (``torch.nn.functional.linear``,
-    the op of ``nn.Linear``), "onednn" or "int8" (``ssl_ctc.cpu.plan.KERNELS``,
+    the op of ``nn.Linear``), "onednn" or "int8" (``ssl_ctc.cpu.kernels.KERNELS``,
     CPU), or "bf16" (``F.linear`` on bf16 operands). ``layer_macs_per_row`` gives
     the MACs of one row.
 

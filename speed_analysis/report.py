@@ -1,14 +1,20 @@
-"""The speed script's targets and printed report.
+"""The speed script's targets, its ``speed.json`` and its printed report.
 
 Usage::
 
-    results["targets"] = check_targets(results)
+    save_results(results, output_folder, complete=True)  # with the targets checked
     print_report(results)
 """
 
+import json
+import os
 from pathlib import Path
 
 from ssl_ctc.benchmarking.settings import PAPER_TEST_BATCH_SIZE as BATCH_SIZE
+from ssl_ctc.files import write_atomically
+
+RESULTS_JSON = "speed.json"
+
 
 TARGETS = {
     "time_ratio_vs_gmacs_ratio": 0.10,  # |time ratio / GMACs ratio - 1|, every variant
@@ -166,6 +172,35 @@ def check_targets(results):
     return rows
 
 
+def save_results(results, output_folder, complete):
+    """Add the load average and the targets; write ``speed.json`` atomically.
+
+    Called after each phase (``complete`` False), so that an interrupted run
+    keeps what it measured.
+
+    Arguments
+    ---------
+    results : dict
+        Updated in place.
+    output_folder : Path
+        Where ``speed.json`` goes (created if needed).
+    complete : bool
+        Whether every phase ran.
+
+    Returns
+    -------
+    dict
+        ``results``.
+    """
+    results["complete"] = complete
+    results["load_average_after"] = os.getloadavg()
+    results["targets"] = check_targets(results)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(output_folder / RESULTS_JSON,
+                     json.dumps(results, indent=2, default=str) + "\n")
+    return results
+
+
 def print_report(results):
     """Print the tables of a ``speed.json`` (the CPU's flags first)."""
     settings = results["settings"]
@@ -234,7 +269,7 @@ def print_report(results):
     wer_change = results.get("wer_change") or {}
     for test_set, measures in wer_change.get("test_sets", {}).items():
         for precision, change in measures["changes"].items():
-            print(f"{precision} (ran {measures[precision]['cpu_precision']}, "
+            print(f"{precision} (ran {measures[precision]['precision']}, "
                   f"{measures[precision]['cpu_backend']}) on {test_set}: WER "
                   f"{measures['fp32']['wer']:.2f} -> {measures[precision]['wer']:.2f} "
                   f"({change['wer_change']:+.2f}), CPU test time speed-up x{change['speedup']:.2f}")

@@ -1,26 +1,28 @@
-"""The shared library of the recipe: one module per responsibility.
+"""The recipe's library, grouped by concern: the core here, the rest in sub-packages.
 
 The strategy scripts (``downsampled_train.py``, ``layer_removal.py``,
-``early_exiting.py``) are thin: each runs ``ssl_ctc.recipe.run_recipe`` with its
-strategy's Brain. Data flows one way, and each arrow has one home:
+``early_exiting.py``) are thin: each runs ``ssl_ctc.recipe.main`` with its
+strategy's Brain and the five tests (``benchmark.benchmark_experiment``). Data flows
+one way: scripts use the library, the library imports no script.
 
-- ``data``: CSV manifests -> datasets -> test loaders (``librispeech_prepare.py`` writes the CSVs);
-- ``downsampling``: the downsampler before the encoder, the ``DownsampledBrain``;
-- ``layer_removal``: the ``LayerRemovalBrain`` (depth cut in ``encoder``);
-- ``encoder`` and ``front_end``: the SSL encoder through SpeechBrain's wrapper, padding-exact;
+The core (training a strategy):
+
+- ``recipe``: the sequence every strategy script runs (parse, prepare, fit, test, benchmark hook);
 - ``brain``: the base Brain (encoder -> head -> CTC log-probs), no strategy in it;
+- ``downsampling``, ``layer_removal``: the strategy Brains (early exit: ``early_exiting/``);
+- ``encoder`` and ``front_end``: the SSL encoder through SpeechBrain's wrapper, padding-exact;
+- ``data``: CSV manifests -> datasets -> test loaders (``librispeech_prepare.py`` writes the CSVs);
 - ``ctc``: alphabet, tokenizer, the greedy decoder, CTC frame upsampling;
-- ``lm_decoding``: the KenLM beam search and its worker pool;
+- ``lm_decoding``: the KenLM beam search, its defaults and worker pool;
 - ``checkpoints``: checkpoints that survive a killed run;
-- ``recipe``: the sequence every strategy script runs;
-- ``inference`` and ``transcription``: the experiment's ``inference/`` folder (``EncoderASR``)
-  and what ``transcribe.py`` runs;
-- ``benchmark_settings``, ``timing``, ``macs``, ``records``, ``summary``: what the five tests
-  (``benchmark.py``) use;
-- ``cpu_inference``: CPU inference at the machine's limit (fastest exact fp32, bf16, int8), its
-  peer ``onnx_export`` (ONNX Runtime, timed by the speed script);
-- ``random_encoders``, ``synthetic_utterances``, ``reference_workloads``, ``speed_overheads``,
-  ``speed_report``: what the speed script (``speed_benchmark.py``) uses.
+- ``precision``: precision names and autocast; ``errors``, ``files``, ``imports``: small helpers.
 
-The early-exit strategy is the package ``early_exiting/`` beside this one.
+Sub-packages:
+
+- ``benchmarking``: the five tests' parts (settings, measurement, MACs, records, summary);
+- ``cpu``: the one CPU plan (kernels, checked reduced precisions, front end, machine facts);
+- ``inference``: the experiment's ``inference/`` folder (writer, loader, runtime, model card),
+  transcription and ONNX export.
+
+The speed analysis is ``speed_analysis/``, outside the library.
 """

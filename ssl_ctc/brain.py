@@ -11,6 +11,7 @@ Usage::
 
 import contextlib
 import gc
+import math
 
 import speechbrain as sb
 import torch
@@ -49,6 +50,15 @@ class SSLCTCBrain(sb.Brain):
         Exact, so that an utterance decodes the same frames alone and in any padded batch.
         """
         return encoder_frame_lengths(self.hparams.ssl.model, sample_lengths)
+
+    def frame_grid(self):
+        """Input samples (16 kHz) per encoder frame and per CTC frame: the model's frame grid.
+
+        Windows of a long file start on the encoder's grid (``transcribe.py``), so that
+        their CTC frames fall on the whole file's.
+        """
+        stride = math.prod(self.hparams.ssl.model.config.conv_stride)
+        return stride, stride
 
     def infer_batch(self, wavs, wav_lens):
         """Waveforms to CTC log-probs and each utterance's true number of frames.
@@ -193,3 +203,56 @@ class SSLCTCBrain(sb.Brain):
             "label": "x1",
             "baseline": True,
         }
+
+    def inference_keys(self):
+        """The hparams keys ``infer_batch`` reads: keys of the inference folder's YAML.
+
+        A strategy's Brain adds its own (``ssl_ctc.inference.hparams_yaml`` writes them).
+        """
+        return ("sample_rate", "blank_index", "output_neurons", "considered_layers")
+
+    def inference_modules_yaml(self):
+        """YAML of the modules ``infer_batch`` runs after ``ssl``, for the inference folder.
+
+        The DNN block and the CTC layer, rebuilt from the trained modules' shapes, and
+        the log-softmax; a strategy's Brain adds its modules or replaces these.
+        """
+        enc_modules = list(self.modules.enc.modules())
+        activation = next(module for module in enc_modules
+                          if type(module).__module__.startswith("torch.nn.modules.activation"))
+        linear_layers = [module for module in enc_modules if isinstance(module, torch.nn.Linear)]
+        ctc_linear = next(module for module in self.modules.ctc_lin.modules()
+                          if isinstance(module, torch.nn.Linear))
+        return "".join(line + "\n" for line in [
+            "enc: !new:speechbrain.lobes.models.VanillaNN.VanillaNN",
+            f"    input_shape: [null, null, {linear_layers[0].in_features}]",
+            f"    activation: !name:{importable_class_name(type(activation))}",
+            f"    dnn_blocks: {len(linear_layers)}",
+            f"    dnn_neurons: {linear_layers[-1].out_features}",
+            "ctc_lin: !new:speechbrain.nnet.linear.Linear",
+            f"    input_size: {ctc_linear.in_features}",
+            f"    n_neurons: {ctc_linear.out_features}",
+            "log_softmax: !new:speechbrain.nnet.activations.Softmax",
+            "    apply_log: True",
+        ])
+
+    def inference_brain_hparams(self):
+        """Names of the YAML's objects, besides the modules, that ``infer_batch`` reads."""
+        return ["log_softmax"]
+
+    def inference_interface(self):
+        """The strategy's own interface for SpeechBrain's ``foreign_class``, if it has one.
+
+        Returns
+        -------
+        dict or None
+            None: ``EncoderASR`` is the interface. Else ``source`` (the file copied
+            into the inference folder as ``custom_interface.py``), ``classname``, and
+            for the model card a ``description``, example ``overrides`` and an
+            ``example`` line of Python.
+        """
+        return None
+
+    def inference_card_lines(self):
+        """The strategy's lines (Markdown items) in the model card's "What was trained"."""
+        return []

@@ -16,6 +16,7 @@ from ssl_ctc.brain import SSLCTCBrain
 from ssl_ctc.ctc import upsample_ctc_frames
 from ssl_ctc.encoder import encoder_frame_lengths, sample_lengths_of
 from ssl_ctc.errors import ConfigurationError
+from ssl_ctc.inference.hparams_yaml import partial_yaml
 
 # Row names of the paper's table: SD2, AV3, CL4...
 TECHNIQUE_ABBREVIATIONS = {"signal_downsampling": "SD", "averaging": "AV", "convolutional": "CL"}
@@ -196,6 +197,12 @@ class DownsampledBrain(SSLCTCBrain):
         frames = encoder_frame_lengths(self.hparams.ssl.model, lengths)
         return frames * self.hparams.ctc_upsampling_factor
 
+    def frame_grid(self):
+        """The encoder's grid times the downsampling factor; CTC frames split by the upsampling."""
+        encoder_stride, _ = super().frame_grid()
+        grid = encoder_stride * self.hparams.downsampling_factor
+        return grid, grid / self.hparams.ctc_upsampling_factor
+
     def experiment_tags(self):
         """The base tags with the technique and factor: ``SD2``, or ``No downsampling``."""
         tags = super().experiment_tags()
@@ -214,3 +221,27 @@ class DownsampledBrain(SSLCTCBrain):
             "label": f"x{factor}",
             "baseline": False,
         }
+
+    def inference_keys(self):
+        """The base keys and the downsampler's (``encode``, ``ctc_frames``)."""
+        return (*super().inference_keys(), "downsampling_technique", "downsampling_factor",
+                "ctc_upsampling_factor")
+
+    def inference_modules_yaml(self):
+        """The downsampler (from the ``downsampling_*`` keys), then the base head."""
+        technique = self.hparams.downsampling_technique
+        technique_class = self.hparams.downsampling_techniques[technique]
+        return "".join(line + "\n" for line in [
+            "downsampler: !apply:ssl_ctc.downsampling.build_downsampler",
+            "    techniques:",
+            f"        {technique}: {partial_yaml(technique_class, 12)}",
+            "    technique: !ref <downsampling_technique>",
+            "    factor: !ref <downsampling_factor>",
+        ]) + super().inference_modules_yaml()
+
+    def inference_card_lines(self):
+        """The downsampling and CTC upsampling factors."""
+        tags = self.experiment_tags()
+        return [*super().inference_card_lines(),
+                f"- downsampling factor {tags['factor']} (`{tags['technique']}`), "
+                f"CTC upsampling factor {tags['ctc_upsampling_factor']}"]

@@ -295,8 +295,41 @@ def normalize_frames(features, frame_lengths):
     return _layer_norm_valid_prefix(features, frame_lengths)
 
 
-def _layer_norm_valid_prefix(values, lengths):
-    """``F.layer_norm`` of each item's first ``lengths[i]`` steps (all other dims); zero after."""
+def _layer_norm_valid_prefix(values, lengths, masked=None):
+    """``F.layer_norm`` of each item's first ``lengths[i]`` steps (all other dims); zero after.
+
+    Item by item, so that an utterance's output is bit for bit the same in any
+    batch. The masked formulation computes the same statistics over the same
+    steps on the whole padded batch: its shapes do not depend on the lengths, so
+    it is what an ONNX export traces (the item-by-item shapes cannot be graph inputs).
+
+    Arguments
+    ---------
+    values : torch.Tensor
+        ``[B, T, ...]``.
+    lengths : torch.Tensor
+        ``[B]`` valid steps of each item.
+    masked : bool, optional
+        Use the masked formulation; by default only while exporting to ONNX.
+
+    Example
+    -------
+    >>> values, lengths = torch.randn(3, 7, 2), torch.tensor([7, 4, 1])
+    >>> exact = _layer_norm_valid_prefix(values, lengths)
+    >>> torch.allclose(_layer_norm_valid_prefix(values, lengths, masked=True), exact, atol=1e-5)
+    True
+    """
+    if masked is None:
+        masked = torch.onnx.is_in_onnx_export()
+    if masked:
+        steps = torch.arange(values.shape[1], device=values.device)
+        mask = (steps[None, :] < lengths[:, None]).to(values.dtype)
+        mask = mask.view(*mask.shape, *([1] * (values.dim() - 2)))
+        dims = tuple(range(1, values.dim()))
+        count = mask.sum(dim=dims, keepdim=True) * values.shape[2:].numel()
+        mean = (values * mask).sum(dim=dims, keepdim=True) / count
+        variance = ((values - mean) * mask).square().sum(dim=dims, keepdim=True) / count
+        return (values - mean) * torch.rsqrt(variance + 1e-5) * mask  # F.layer_norm's eps
     normalized = torch.zeros_like(values)
     for index, length in enumerate(lengths.tolist()):
         valid = values[index, :length]

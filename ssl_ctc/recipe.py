@@ -23,12 +23,13 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from librispeech_prepare import check_layout, prepare_librispeech
+from librispeech_prepare import DataPreparationError, check_layout, prepare_librispeech
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
+from ssl_ctc.cpu.machine import available_cpu_cores
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import MERGED_TRAIN_CSV, count_ctc_shortfalls, dataio_prepare
 from ssl_ctc.errors import ConfigurationError
-from ssl_ctc.inference.folder import write_inference_folder
+from ssl_ctc.inference.writer import write_inference_folder
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,33 @@ def load_recipe_hparams(argv):
     check_device(run_opts.get("device", "cpu"))
     with open(hparams_file, encoding="utf-8") as yaml_file:
         hparams = load_hyperpyyaml(yaml_file, overrides)
+    cap_loader_workers(hparams)
     return hparams_file, run_opts, overrides, hparams
+
+
+LOADER_OPTIONS = ("train_dataloader_opts", "valid_dataloader_opts", "test_dataloader_opts")
+
+
+def cap_loader_workers(hparams, cores=None):
+    """Cap each data loader's ``num_workers`` at the cores this process may use.
+
+    More loading processes than cores only compete with the model (PyTorch warns
+    about it at every loader); the YAML's 4 suit a GPU machine, not 2 cores.
+
+    Example
+    -------
+    >>> hparams = {"train_dataloader_opts": {"num_workers": 4}, "test_dataloader_opts": {}}
+    >>> cap_loader_workers(hparams, cores=2)
+    >>> hparams["train_dataloader_opts"]
+    {'num_workers': 2}
+    """
+    cores = available_cpu_cores() if cores is None else cores
+    for key in LOADER_OPTIONS:
+        options = hparams.get(key) or {}
+        if options.get("num_workers", 0) > cores:
+            logger.info(f"{key}: num_workers {options['num_workers']} capped at the {cores} "
+                        "cores this process may use")
+            options["num_workers"] = cores
 
 
 def check_device(device):
@@ -65,6 +92,112 @@ def check_device(device):
         raise ConfigurationError(
             f"--device {device} was given but no CUDA device is available; use --device cpu"
         )
+
+
+HELP_OPTIONS = ("-h", "--help")
+
+
+# Set to 1 to see the traceback of a caught configuration or data error (``--debug`` too).
+TRACEBACK_VARIABLE = "SSL_RECIPE_TRACEBACK"
+
+
+def yaml_keys(hparams_file):
+    """The top-level keys of a recipe YAML with their values and comments, in file order.
+
+    Example
+    -------
+    >>> keys = dict((key, comment) for key, _, comment in yaml_keys("hparams/layer_removal.yaml"))
+    >>> keys["considered_layers"]
+    'keep only the first N transformer layers (1 to the depth)'
+    """
+    keys = []
+    for line in Path(hparams_file).read_text(encoding="utf-8").splitlines():
+        if not line or line[0] in " #" or ":" not in line or line.startswith("__"):
+            continue
+        key, _, rest = line.partition(":")
+        value, _, comment = rest.partition("  #")
+        keys.append((key.strip(), value.strip(), comment.strip()))
+    return keys
+
+
+def print_recipe_help(argv):
+    """SpeechBrain's run options, then the recipe's keys from the YAML given (if any)."""
+    try:
+        sb.parse_arguments(["--help"])
+    except SystemExit:
+        pass
+    yaml_files = [arg for arg in argv if arg.endswith((".yaml", ".yml")) and os.path.isfile(arg)]
+    if not yaml_files:
+        print("\nGive the YAML (e.g. hparams/downsampling.yaml) before --help to list its keys.")
+        return
+    print(f"\nRecipe keys of {yaml_files[0]} (override any with --key value):")
+    for key, value, comment in yaml_keys(yaml_files[0]):
+        print(f"  --{key} {value}" + (f"    # {comment}" if comment else ""))
+
+
+def main(brain_class, benchmark, argv=None):
+    """A strategy script's ``__main__``: ``run_recipe``, ``--help`` and errors for people.
+
+    ``--help`` prints SpeechBrain's options and the YAML's keys with their comments,
+    once. A configuration or data error (``ConfigurationError``,
+    ``DataPreparationError``) prints its message alone and exits with status 2;
+    the traceback with ``--debug`` or ``SSL_RECIPE_TRACEBACK=1``.
+
+    Arguments
+    ---------
+    brain_class : type
+        The strategy's Brain.
+    benchmark : callable
+        See ``run_recipe``.
+    argv : list of str, optional
+        Defaults to ``sys.argv[1:]``.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if set(HELP_OPTIONS) & set(argv):
+        print_recipe_help(argv)
+        return
+    try:
+        run_recipe(brain_class, argv, benchmark=benchmark)
+    except (ConfigurationError, DataPreparationError) as error:
+        if "--debug" in argv or os.environ.get(TRACEBACK_VARIABLE) == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_brain_class(brain_class, hparams, hparams_file):
+    """Stop when the script's Brain is neither the YAML's ``brain_class`` nor a subclass of it.
+
+    Arguments
+    ---------
+    brain_class : type
+        The Brain the script runs.
+    hparams : dict
+        The loaded YAML; without a ``brain_class`` key any Brain runs it.
+    hparams_file : str
+        The YAML, named in the error.
+
+    Example
+    -------
+    >>> from ssl_ctc.brain import SSLCTCBrain
+    >>> from ssl_ctc.downsampling import DownsampledBrain
+    >>> check_brain_class(DownsampledBrain, {"brain_class": SSLCTCBrain}, "base.yaml")
+    >>> check_brain_class(SSLCTCBrain, {"brain_class": DownsampledBrain}, "downsampling.yaml")
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.errors.ConfigurationError: brain_class of downsampling.yaml is ssl_ctc.downsampling...
+    """
+    expected = hparams.get("brain_class")
+    if expected is None or isinstance(expected, type) and issubclass(brain_class, expected):
+        return
+    expected_name = (f"{expected.__module__}.{expected.__qualname__}"
+                     if isinstance(expected, type) else repr(expected))
+    raise ConfigurationError(
+        f"brain_class of {hparams_file} is {expected_name}, but the script "
+        f"({os.path.basename(sys.argv[0])}) runs {brain_class.__module__}."
+        f"{brain_class.__qualname__}, which is not it nor a subclass of it: run this YAML with "
+        "its strategy's script"
+    )
 
 
 def run_recipe(brain_class, argv=None, benchmark=None):
@@ -89,6 +222,7 @@ def run_recipe(brain_class, argv=None, benchmark=None):
     hparams_file, run_opts, overrides, hparams = load_recipe_hparams(
         sys.argv[1:] if argv is None else argv
     )
+    check_brain_class(brain_class, hparams, hparams_file)
     if not hparams["skip_prep"]:  # a wrong data_folder is named before its missing LM file
         check_layout(hparams["data_folder"], hparams["train_splits"] + hparams["dev_splits"]
                      + hparams["test_splits"])

@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -223,3 +225,35 @@ def test_bad_input_stops_before_training_and_loses_nothing(
                                    benchmark=benchmark_experiment)
     assert snapshot(finished_experiment).items() >= produced.items()
 
+
+
+def run_script(*arguments, env=None):
+    """Run a top-level script of the recipe as a user would; return the finished process."""
+    return subprocess.run([sys.executable, *arguments], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_a_caught_error_is_one_message_and_status_2(tmp_path):
+    arguments = ("downsampled_train.py", "hparams/sig_down8000.yaml", "--data_folder",
+                 str(tmp_path / "missing"), "--output_folder", str(tmp_path / "out"),
+                 "--ssl_hub", os.path.join(REPO, "embedded", "seed_wavlm"))
+    run = run_script(*arguments)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(
+        f"error: data_folder '{tmp_path / 'missing'}' does not exist")
+    with_traceback = run_script(*arguments, env={"SSL_RECIPE_TRACEBACK": "1"})
+    assert with_traceback.returncode != 0 and "Traceback" in with_traceback.stderr
+
+
+def test_help_prints_once_with_the_recipe_keys():
+    run = run_script("layer_removal.py", "hparams/layer_removal.yaml", "--help")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("usage:") == 1
+    assert ("--considered_layers 18    # keep only the first N transformer layers"
+            in run.stdout)
+    sweep = subprocess.run(["bash", "layer_removal.sh", "--help"], cwd=REPO, capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "PYTHON": sys.executable})
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    assert sweep.stdout.count("usage:") == 1 and "LAYERS" in sweep.stdout
+    assert "Traceback" not in sweep.stderr

@@ -1,21 +1,15 @@
-"""Tests of ssl_ctc.cpu.plan: Hugging Face's outputs, classes restored, records."""
+"""Tests of ssl_ctc.cpu: Hugging Face's outputs, classes restored, checks, records."""
 
 import pytest
 import torch
 from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
 
-from ssl_ctc.cpu.plan import (
-    FRONT_ENDS,
-    KERNELS,
-    MODULE_TOLERANCE,
-    OUTPUT_TOLERANCE,
-    CpuInferencePath,
-    FastWavLMAttention,
-    cpu_inference,
-    has_bf16_instructions,
-    int8_kernel,
-    relative_error,
-)
+from ssl_ctc.cpu.attention import FastWavLMAttention
+from ssl_ctc.cpu.check import MODULE_TOLERANCE, OUTPUT_TOLERANCE, relative_error
+from ssl_ctc.cpu.kernels import KERNELS, int8_kernel
+from ssl_ctc.cpu.machine import has_bf16_instructions
+from ssl_ctc.cpu.path import FRONT_ENDS, CpuInferencePath, CpuPaths
+from ssl_ctc.cpu.plan import cpu_inference
 from ssl_ctc.front_end import use_matmul_front_end
 
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -79,10 +73,10 @@ def test_auto_precision_is_fp32_without_bf16_instructions_and_recorded():
             modules, "auto", probe=lambda: _forward(modules, wavs, mask)) as plan:
         _forward(modules, wavs, mask)
     record = plan.record()
-    assert record["cpu_requested_precision"] == "auto"
-    assert record["cpu_precision"] in ("fp32", "bf16")
+    assert record["requested_precision"] == "auto" and "cpu_precision" not in record
+    assert plan.precision in ("fp32", "bf16")
     if not has_bf16_instructions():
-        assert record["cpu_precision"] == "fp32"
+        assert plan.precision == "fp32"
     assert "flags" in record["cpu_flags"]
 
 
@@ -124,6 +118,37 @@ def test_front_end_choice_is_measured_recorded_and_exact():
     assert front_end.use_matmuls
     with pytest.raises(ValueError, match="front end"):
         CpuInferencePath(modules, "aten", front_end="conv")
+
+
+def test_no_front_end_recorded_without_a_matmul_front_end():
+    modules = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    for backend in ("auto", "aten"):
+        with torch.inference_mode(), cpu_inference(modules, "fp32", backend) as plan:
+            pass
+        assert plan.front_end is None and plan.record()["cpu_front_end"] is None
+        assert "front_end_seconds" not in plan.measurements
+
+
+def test_cpu_paths_run_what_the_five_tests_run():
+    """The speed script's paths: the plan's kernel per precision, weights packed once."""
+    modules = _model(WavLMConfig, WavLMModel)
+    paths = CpuPaths.choose(modules, ["fp32", "int8"])
+    assert paths.fp32_backend in ("aten", "onednn")
+    assert sorted(paths.front_ends) == ["fp32", "int8"]
+    assert paths.front_ends["fp32"] == paths.front_ends["int8"] in FRONT_ENDS
+    wavs, mask = _padded_batch()
+    with torch.inference_mode():
+        for precision in ("fp32", "int8"):
+            with cpu_inference(modules, precision, paths.fp32_backend) as plan:
+                expected = _forward(modules, wavs, mask)
+            path = paths.of(modules, precision)
+            assert path.backend == plan.backend
+            with path.applied():
+                torch.testing.assert_close(_forward(modules, wavs, mask), expected)
+        cached = len(paths.kernel_cache)
+        with paths.of(modules, "int8").applied():
+            pass
+    assert cached == len(paths.kernel_cache) > 0
 
 
 def _faulty_grouped_conv_under_bf16(monkeypatch):

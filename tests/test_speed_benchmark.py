@@ -1,15 +1,17 @@
 """Tests of speed_benchmark.py: one --quick run end to end (tiny shapes), its records and
-GMACs ratios, the command-line checks and the doctests. No timing is asserted.
+GMACs ratios, the command-line checks and the variants' one registry. No timing is asserted.
 
 Usage
 -----
     pytest tests/test_speed_benchmark.py      # ~1 min on 2 busy cores
 """
 
-import doctest
+import importlib
 import json
 import math
 import statistics
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,8 @@ import torch
 import speed_analysis.overheads
 import speed_analysis.reference_workloads
 import speed_benchmark
+from speed_analysis.report import RESULTS_JSON
+from speed_analysis.variants import VARIANTS
 
 REPEATS = 2
 
@@ -30,7 +34,7 @@ def quick_run(tmp_path_factory):
         "--quick", "--threads", "1", "--repeats", str(REPEATS),
         "--output_folder", str(output_folder),
     ])
-    written = json.loads((output_folder / speed_benchmark.RESULTS_JSON).read_text())
+    written = json.loads((output_folder / RESULTS_JSON).read_text())
     return {"results": results, "written": written, "threads_before": threads_before}
 
 
@@ -40,7 +44,7 @@ def rows_by_name(results):
 
 def test_writes_speed_json_with_every_variant(quick_run):
     written = quick_run["written"]
-    assert [row["name"] for row in written["variants"]] == list(speed_benchmark.VARIANTS)
+    assert [row["name"] for row in written["variants"]] == list(VARIANTS)
     assert written["settings"]["quick"] is True
     assert written["complete"] is True
     assert written["variants"] == json.loads(json.dumps(quick_run["results"]["variants"]))
@@ -132,13 +136,16 @@ def test_inference_path_and_lm_measured_in_the_same_run(quick_run):
     assert (lm["beam_width"], lm["alpha"], lm["beta"]) == (100, 0.5, 1.0)  # the YAML's
     tests = [record["test"] for record in results["records"] if record["status"] == "ok"]
     assert tests.count("cpu_greedy") == tests.count("cpu_lm") == REPEATS
+    for record in results["records"]:  # one precision field per record: what ran
+        if record["test"] in ("cpu_greedy", "cpu_lm") and record["status"] == "ok":
+            assert record["precision"] == "fp32" and "cpu_precision" not in record
     assert results["ctc_head"]["probe_blank_fraction"] == pytest.approx(0.7, abs=0.05)
 
 
 def test_targets_cover_every_measure(quick_run):
     targets = quick_run["results"]["targets"]
     subjects = [row["subject"] for row in targets if row.get("kind") != "absolute"]
-    assert subjects == [name for name in speed_benchmark.VARIANTS if name != "baseline"] + [
+    assert subjects == [name for name in VARIANTS if name != "baseline"] + [
         "baseline", "inference path", "LM"]
     cpu_targets = {row["target"]: row for row in targets if row.get("kind") == "absolute"}
     assert sorted(cpu_targets) == sorted(
@@ -201,6 +208,15 @@ def test_baseline_always_first_and_quick_defaults():
     assert speed_benchmark.parse_arguments(["--lm_path", "none"]).lm_path is None
 
 
-def test_doctests():
-    failures, _ = doctest.testmod(speed_benchmark, optionflags=doctest.ELLIPSIS)
-    assert failures == 0
+def test_demo_runs_the_registered_variants():
+    """``make demo`` and the speed script name and override the variants in one place."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        run_demo = importlib.import_module("run_demo")
+    finally:
+        sys.path.pop(0)
+    for name in run_demo.DOWNSAMPLING_VARIANTS:
+        variant = VARIANTS[name]
+        assert (Path(__file__).resolve().parents[1] / variant.hparams_path).is_file()
+        assert variant.command_line()[-2:] == ["--downsampling_factor",
+                                               str(variant.overrides["downsampling_factor"])]

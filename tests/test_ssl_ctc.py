@@ -162,8 +162,10 @@ def test_every_yaml_loads(tiny_encoders, tmp_path, yaml_path):
         assert hparams[f"{loader}_dataloader_opts"]["num_workers"] == hparams["num_workers"] > 0
     BenchmarkSettings.from_hparams({**hparams, "lm_path": None}).validate()
     # the Brain the strategy script runs turns a padded batch into 31-label log-probs
-    brain_class = {"sig_down8000.yaml": DownsampledBrain, "layer_removal.yaml": LayerRemovalBrain,
-                   "early_exits.yaml": EarlyExitBrain}[os.path.basename(yaml_path)]
+    brain_class = hparams["brain_class"]  # the YAML names its strategy's Brain
+    assert brain_class is {"downsampling": DownsampledBrain, "sig_down8000": DownsampledBrain,
+                           "layer_removal": LayerRemovalBrain, "early_exits": EarlyExitBrain}[
+        os.path.basename(yaml_path).removesuffix(".yaml")]
     brain = brain_class(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
     brain.modules.eval()
     with torch.no_grad():
@@ -186,3 +188,10 @@ def test_frozen_encoder_still_trains_the_learned_downsampler(tiny_encoders, tmp_
     downsampler_grads = [p.grad for p in hparams["downsampler"].parameters()]
     assert downsampler_grads and all(g is not None and g.abs().sum() > 0 for g in downsampler_grads)
     assert all(p.grad is None for p in hparams["ssl"].parameters())
+
+
+def test_the_paper_name_of_the_downsampling_yaml_is_the_same_file():
+    """The paper's command, with hparams/sig_down8000.yaml, keeps working."""
+    hparams = os.path.join(REPO, "hparams")
+    assert os.path.samefile(os.path.join(hparams, "sig_down8000.yaml"),
+                            os.path.join(hparams, "downsampling.yaml"))

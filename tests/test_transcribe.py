@@ -13,6 +13,8 @@ import collections
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy
@@ -28,9 +30,10 @@ import transcribe
 from benchmark import benchmark_experiment
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.data import make_test_loader, read_waveform
-from ssl_ctc.inference.folder import HPARAMS_FILE, INFERENCE_FORMAT_VERSION, MANIFEST
+from ssl_ctc.inference.loading import HPARAMS_FILE, INFERENCE_FORMAT_VERSION, MANIFEST
 from ssl_ctc.lm_decoding import LMDecoder
 
+REPO = Path(__file__).resolve().parent.parent
 NOT_DEBUG = "not --debug"  # an experiment that runs for real (one epoch): it keeps checkpoints
 EXPERIMENTS = {
     "CL3": ("sig_down8000.yaml", "ssl_ctc.downsampling.DownsampledBrain",
@@ -71,7 +74,7 @@ def corpus(embedded_corpus, tmp_path_factory):
 @pytest.fixture(scope="session")
 def experiments(tiny_encoders, corpus, tmp_path_factory):
     """Name -> (output folder, brain), each experiment trained on first use (once)."""
-    from ssl_ctc.benchmarking.records import experiment_brain_class
+    from ssl_ctc.inference.loading import experiment_brain_class
     from ssl_ctc.recipe import run_recipe
 
     root = tmp_path_factory.mktemp("experiments")
@@ -215,6 +218,34 @@ def test_encoder_asr_loads_a_copied_folder_offline(experiments, test_clean, tmp_
         "num_hidden_layers"] == (2 if name == "2L" else 3)
 
 
+# A user's program loading a folder: the benchmark's modules (ptflops, benchmark.py) blocked.
+LOAD_WITHOUT_THE_BENCHMARK = """
+import json, sys
+sys.modules["ptflops"] = None
+sys.modules["benchmark"] = None
+from speechbrain.inference.ASR import EncoderASR
+source, savedir, audio = sys.argv[1:]
+text = EncoderASR.from_hparams(source=source, savedir=savedir).transcribe_file(audio)
+print(json.dumps({"text": text, "benchmarking": "ssl_ctc.benchmarking" in sys.modules}))
+"""
+
+
+def test_encoder_asr_loads_a_folder_without_the_benchmark(experiments, test_clean, tmp_path):
+    folder, brain = experiments["CL3"]
+    paths = audio_paths(test_clean)
+    utterance = sorted(paths)[0]
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_THE_BENCHMARK, str(folder / "inference"),
+         str(tmp_path / "savedir"), paths[utterance]],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    child = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = benchmark_hypotheses(brain, test_clean)[utterance]
+    assert child == {"text": expected, "benchmarking": False}
+
+
 def test_early_exit_interface_keeps_criterion_and_threshold_as_keys(experiments, test_clean,
                                                                      tmp_path, capsys):
     from speechbrain.inference.interfaces import foreign_class
@@ -311,6 +342,13 @@ def test_bad_model_folders_are_named(experiments, test_clean, tmp_path, capsys):
     status, _, errors, _ = run_transcribe(capsys, newer, *good)
     assert status == 2
     assert f"'{newer / MANIFEST}' has format_version {INFERENCE_FORMAT_VERSION + 1}" in errors
+    older = tmp_path / "older"
+    shutil.copytree(folder / "inference", older)
+    (older / MANIFEST).write_text(json.dumps({**manifest,
+                                              "format_version": INFERENCE_FORMAT_VERSION - 1}))
+    status, _, errors, _ = run_transcribe(capsys, older, *good)
+    assert status == 2
+    assert "written by an older version" in errors and "python -m ssl_ctc.inference" in errors
     experiment_without_folder = tmp_path / "experiment"
     (experiment_without_folder / "save").mkdir(parents=True)
     status, _, errors, _ = run_transcribe(capsys, experiment_without_folder, *good)
@@ -318,7 +356,7 @@ def test_bad_model_folders_are_named(experiments, test_clean, tmp_path, capsys):
 
 
 def test_the_command_rewrites_the_folder_of_an_existing_experiment(experiments, tmp_path):
-    from ssl_ctc.inference.folder import main
+    from ssl_ctc.inference.writer import main
 
     folder, _ = experiments["2L"]
     written = tmp_path / "written_by_the_run"
@@ -332,3 +370,54 @@ def test_the_command_rewrites_the_folder_of_an_existing_experiment(experiments, 
             after = torch.load(rewritten / name, weights_only=True)
             assert before.keys() == after.keys()
             assert all(torch.equal(before[key], after[key]) for key in before), name
+
+
+def test_the_brain_class_is_read_from_the_experiment_yaml(experiments, tmp_path):
+    from ssl_ctc.inference.loading import experiment_brain_class, load_experiment_brain
+    from ssl_ctc.layer_removal import LayerRemovalBrain
+
+    folder, brain = experiments["2L"]
+    copied = tmp_path / "experiment"
+    shutil.copytree(folder, copied)
+    os.remove(copied / "benchmark.json")  # the records no longer name the class: the YAML does
+    loaded = load_experiment_brain(copied)
+    assert type(loaded) is LayerRemovalBrain
+    expected = brain.modules.state_dict()
+    assert all(torch.equal(value.cpu(), expected[key].cpu())
+               for key, value in loaded.modules.state_dict().items())
+    # An experiment saved before the key existed: its records name the class
+    hparams_file = copied / "hyperparams.yaml"
+    hparams_file.write_text("".join(line for line in hparams_file.read_text().splitlines(True)
+                                    if not line.startswith("brain_class:")))
+    shutil.copy(folder / "benchmark.json", copied)
+    assert experiment_brain_class(copied) is LayerRemovalBrain
+
+
+def test_nothing_to_transcribe_is_an_error(experiments, tmp_path, capsys):
+    """A folder with no audio it reads is named, exit status 2, before the model loads."""
+    folder, _ = experiments["2L"]
+    empty = tmp_path / "no_audio"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no audio here")
+    status, texts, errors, _ = run_transcribe(capsys, folder, empty)
+    assert status == 2 and not texts
+    assert f"no audio file (.wav, .flac, .ogg, .mp3) in folder '{empty}'" in errors
+
+
+def test_auto_precision_is_measured_and_checked_on_the_files(experiments, test_clean):
+    """``--precision auto`` probes the files' first batch (it used to run fp32 untried)."""
+    from ssl_ctc.cpu.machine import has_bf16_instructions
+    from ssl_ctc.inference.transcription import Transcriber
+
+    folder, _ = experiments["CL3"]
+    transcriber = Transcriber(folder, precision="auto")
+    results = transcriber.transcribe(sorted(audio_paths(test_clean).values())[:3])
+    assert all(result.error is None for result in results)
+    plan = transcriber.plan
+    assert plan.requested_precision == "auto"
+    assert "no probe" not in str(plan.measurements.get("auto", ""))
+    if has_bf16_instructions():
+        assert "output_error" in plan.check  # bf16 checked against fp32 on the files
+        assert sorted(plan.measurements["probe_seconds"]) == ["bf16", "fp32"]
+    else:
+        assert plan.precision == "fp32"

@@ -45,9 +45,9 @@ EMBEDDED = REPO / "embedded" / "LibriSpeech"
 UTTERANCES = {"train-clean-100": 4, "dev-clean": 2, "test-clean": 8}
 # variant -> (YAML, Brain, overrides for its strategy); 18 layers and exit 18 assume 24 layers
 VARIANTS = {
-    "baseline": ("sig_down8000.yaml", DownsampledBrain, ["--downsampling_factor", "1"]),
-    "SD2": ("sig_down8000.yaml", DownsampledBrain, ["--downsampling_factor", "2"]),
-    "CL3": ("sig_down8000.yaml", DownsampledBrain,
+    "baseline": ("downsampling.yaml", DownsampledBrain, ["--downsampling_factor", "1"]),
+    "SD2": ("downsampling.yaml", DownsampledBrain, ["--downsampling_factor", "2"]),
+    "CL3": ("downsampling.yaml", DownsampledBrain,
             ["--downsampling_technique", "convolutional", "--downsampling_factor", "3"]),
     "18L": ("layer_removal.yaml", LayerRemovalBrain, ["--considered_layers", "18"]),
     "EE": ("early_exiting/early_exits.yaml", EarlyExitBrain,

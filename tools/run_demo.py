@@ -23,9 +23,12 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from speed_analysis.variants import VARIANTS  # noqa: E402
 
 # Overrides that adapt the paper's setup to the tiny seed encoder and 2 CPU cores. What differs
-# from the paper (hparams/sig_down8000.yaml): 8 epochs instead of 15 (the paper: 10-25), batches
+# from the paper (hparams/downsampling.yaml): 8 epochs instead of 15 (the paper: 10-25), batches
 # of 8 (6), a 256-unit head block (1024), the head on Adam at 2e-3 instead of Adadelta at 0.9,
 # and the encoder on Adam at 5e-5 instead of 1e-4; NewBob annealing on the validation loss as
 # in the paper. (The head's first epoch runs at Adam's default 1e-3: replacing model_opt_class
@@ -49,11 +52,8 @@ EMBEDDED_OVERRIDES = [
     "--lm_beam_width", "32",
 ]
 
-DOWNSAMPLING_VARIANTS = {
-    "baseline": ["--downsampling_factor", "1"],
-    "SD2": ["--downsampling_technique", "signal_downsampling", "--downsampling_factor", "2"],
-    "CL3": ["--downsampling_technique", "convolutional", "--downsampling_factor", "3"],
-}
+# The paper's variants that ``make demo`` fine-tunes (names and overrides: speed_analysis.variants).
+DOWNSAMPLING_VARIANTS = ("baseline", "SD2", "CL3")
 
 
 def run(command):
@@ -64,10 +64,11 @@ def run(command):
 
 def run_downsampling(output_root):
     """Fine-tune and benchmark the baseline, SD2 and CL3."""
-    for name, overrides in DOWNSAMPLING_VARIANTS.items():
-        run([sys.executable, "downsampled_train.py", "hparams/sig_down8000.yaml",
+    for name in DOWNSAMPLING_VARIANTS:
+        variant = VARIANTS[name]
+        run([sys.executable, variant.script, variant.hparams_path,
              "--output_folder", os.path.join(output_root, name), *EMBEDDED_OVERRIDES,
-             *overrides])
+             *variant.command_line()])
 
 
 def run_layer_removal(output_root):

@@ -1,5 +1,12 @@
 """CPU inference at the machine's limit: the one place that chooses kernels, precision, front end.
 
+- ``machine``: the processor's name, flags (bf16 instructions) and cores;
+- ``kernels``: the linear layers' kernels (aten, oneDNN, int8) and the fp32 choice;
+- ``attention``: WavLM's attention with its projections as modules;
+- ``check``: reduced-precision kernels checked against fp32, per-layer fp32 fallbacks;
+- ``path``: a path applied to modules and undone, the front-end choice, ``CpuPaths``;
+- ``plan``: ``cpu_inference``, what the five tests and ``transcribe.py`` run.
+
 Usage::
 
     from ssl_ctc.cpu.plan import cpu_inference

@@ -2,6 +2,6 @@
 
 import sys
 
-from ssl_ctc.inference.folder import main
+from ssl_ctc.inference.writer import main
 
 sys.exit(main())

@@ -29,12 +29,13 @@ from speechbrain.dataio.preprocess import AudioNormalizer
 
 from ssl_ctc.cpu.plan import cpu_inference
 from ssl_ctc.encoder import SAMPLE_RATE
-from ssl_ctc.inference.folder import decode_words, load_inference_encoder
+from ssl_ctc.inference.loading import load_inference_encoder
+from ssl_ctc.inference.runtime import decode_words
 from ssl_ctc.precision import PRECISIONS, autocast, precisions_of
 
 logger = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what soundfile (libsndfile >= 1.1) reads
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
@@ -75,24 +76,35 @@ class TranscriptionResult:
 def expand_inputs(inputs):
     """Input arguments to the audio paths they stand for, in order.
 
-    A folder stands for its audio files (WAV, FLAC, OGG; recursively, sorted); a
+    A folder stands for its audio files (WAV, FLAC, OGG, MP3; recursively, sorted); a
     ``.txt`` / ``.lst`` / ``.list`` file for the paths it lists, one a line (relative
     paths are taken from the working directory, else from the list's folder);
-    anything else for itself (checked when read).
+    anything else for itself (checked when read). A folder without audio, or nothing
+    to transcribe at all, raises ``AudioInputError`` naming it.
 
     Example
     -------
     >>> expand_inputs(["a.flac", "b.wav"])
     ['a.flac', 'b.wav']
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     expand_inputs([folder])
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.inference.transcription.AudioInputError: no audio file (...) in folder '...'
     """
     paths = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(
+            found = sorted(
                 str(found) for found in path.rglob("*")
                 if found.is_file() and found.suffix.lower() in AUDIO_SUFFIXES
             )
+            if not found:
+                raise AudioInputError(
+                    f"no audio file ({', '.join(AUDIO_SUFFIXES)}) in folder '{item}'")
+            paths += found
         elif path.suffix.lower() in LIST_SUFFIXES and path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 line = line.strip()
@@ -104,6 +116,8 @@ def expand_inputs(inputs):
                 paths.append(str(listed))
         else:
             paths.append(item)
+    if not paths:
+        raise AudioInputError(f"nothing to transcribe in {', '.join(map(str, inputs))}")
     return paths
 
 
@@ -231,6 +245,7 @@ class Transcriber:
         self.batch_size = batch_size
         self.encoder, self.hparams, self.manifest = load_inference_encoder(folder, device=device)
         self._path_active = False
+        self.plan = None  # the CPU plan of the last block (what ``auto`` chose)
         self.tokenizer = self.hparams["tokenizer"]
         self.decoding_options = {
             "lm_path": lm_path,
@@ -238,31 +253,44 @@ class Transcriber:
             **{key: self.hparams[key] for key in ("lm_alpha", "lm_beta", "lm_beam_width")},
         }
         # Windows start on the encoder's frame grid, so their frames fall on the whole file's.
-        encoder_stride = math.prod(self.hparams["ssl"].model.config.conv_stride)
-        factor = int(self.hparams.get("downsampling_factor", 1))
-        grid = encoder_stride * factor
-        self.frame_samples = grid / int(self.hparams.get("ctc_upsampling_factor", 1))
+        grid, self.frame_samples = self.encoder.brain.frame_grid()
         self.window = max(round(window_seconds * SAMPLE_RATE / grid), 1) * grid
         self.hop = max(round((window_seconds - overlap_seconds) * SAMPLE_RATE / grid), 1) * grid
         self.normalizer = AudioNormalizer(sample_rate=SAMPLE_RATE, mix="avg-to-mono")
 
     @contextlib.contextmanager
-    def inference_path(self):
+    def inference_path(self, probe_waveforms=()):
         """The precision's inference path for a block (entered once, however deeply nested).
 
         On CPU ``ssl_ctc.cpu.plan.cpu_inference`` (measured once per block, modules
-        restored after it), on GPU autocast.
+        restored after it; ``plan`` says what it chose), on GPU autocast.
+
+        Arguments
+        ---------
+        probe_waveforms : sequence of torch.Tensor
+            A batch of the files to transcribe: the CPU plan checks a reduced precision's
+            output on it and, for ``auto``, times bf16 against fp32 on it.
         """
         if self._path_active:
             yield
             return
-        path = (cpu_inference(self.encoder, self.precision) if self.device == "cpu"
+        probe = None
+        if probe_waveforms:
+            wavs, wav_lens = pad_batch(list(probe_waveforms))
+
+            def probe():
+                return self.encoder.infer_batch(wavs, wav_lens)
+
+        path = (cpu_inference(self.encoder, self.precision, probe=probe) if self.device == "cpu"
                 else autocast(self.device, self.precision))
         self._path_active = True
         try:
             with path as plan:
                 if plan is not None:
-                    logger.info(f"CPU inference: {plan.precision}, {plan.backend} kernels")
+                    self.plan = plan
+                    logger.info(f"CPU inference: {plan.precision}, {plan.backend} kernels"
+                                + (f", fp32 fallbacks: {sorted(plan.fallbacks)}"
+                                   if plan.fallbacks else ""))
                 yield
         finally:
             self._path_active = False
@@ -311,11 +339,6 @@ class Transcriber:
         -------
         list of TranscriptionResult
         """
-        with self.inference_path():
-            return self._transcribe(paths)
-
-    def _transcribe(self, paths):
-        """``transcribe`` with the inference path entered."""
         results = [TranscriptionResult(path) for path in paths]
         waveforms = {}
         for index, result in enumerate(results):
@@ -324,6 +347,12 @@ class Transcriber:
                 result.seconds = len(waveforms[index]) / SAMPLE_RATE
             except AudioInputError as error:
                 result.error = str(error)
+        probe = [waveform[:self.window] for waveform in list(waveforms.values())[:self.batch_size]]
+        with self.inference_path(probe):
+            return self._transcribe(results, waveforms)
+
+    def _transcribe(self, results, waveforms):
+        """``transcribe`` of the files read (``waveforms``: result index -> samples)."""
         short = sorted((index for index in waveforms if len(waveforms[index]) <= self.window),
                        key=lambda index: len(waveforms[index]))
         for first in range(0, len(short), self.batch_size):
@@ -362,8 +391,9 @@ def transcribe_files(folder, inputs, **options):
     tuple
         ``(results, load_seconds, transcribe_seconds)``.
     """
+    paths = expand_inputs(inputs)  # before the model loads: a wrong input fails at once
     start = time.perf_counter()
     transcriber = Transcriber(folder, **options)
     loaded = time.perf_counter()
-    results = transcriber.transcribe(expand_inputs(inputs))
+    results = transcriber.transcribe(paths)
     return results, loaded - start, time.perf_counter() - loaded

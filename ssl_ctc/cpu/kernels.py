@@ -1,0 +1,164 @@
+"""Kernels of the CPU path's linear layers: aten or oneDNN fp32, dynamic int8; the fp32 choice.
+
+``torch.nn.functional.linear`` runs fp32 products through MKL, which on some
+processors (AMD EPYC) takes a generic code path; oneDNN with weights packed
+once for the processor is exact to float rounding and can be much faster.
+``choose_fp32_backend`` measures both at the model's widest linear layer.
+A ``KernelLinear`` (an ``nn.Linear`` whose class ``CpuInferencePath`` swaps in)
+runs its kernel in CPU inference and ``F.linear`` everywhere else.
+
+Usage::
+
+    backend, gmacs_per_s = choose_fp32_backend(plain_linears(model))
+    kernel = KERNELS[backend](linear)
+"""
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+FP32_BACKENDS = ("aten", "onednn")
+
+
+PROBE_ROWS = 512
+
+
+PROBE_REPEATS = 3
+
+
+class KernelLinear(torch.nn.Linear):
+    """An ``nn.Linear`` whose CPU inference runs ``self.cpu_kernel`` (set by ``CpuInferencePath``).
+
+    On other devices, with gradients enabled, under autocast or on other dtypes
+    the original ``F.linear`` runs.
+    """
+
+    def forward(self, inputs):
+        if (inputs.device.type != "cpu" or torch.is_grad_enabled()
+                or torch.is_autocast_enabled("cpu") or inputs.dtype != torch.float32):
+            return F.linear(inputs, self.weight, self.bias)
+        return self.cpu_kernel(inputs)
+
+
+def onednn_kernel(linear):
+    """oneDNN fp32 product with the weight packed once (exact to float rounding).
+
+    Example
+    -------
+    >>> linear = torch.nn.Linear(16, 8)
+    >>> inputs = torch.randn(3, 5, 16)
+    >>> torch.allclose(onednn_kernel(linear)(inputs), linear(inputs), atol=1e-5)
+    True
+    """
+    packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+    bias = None if linear.bias is None else linear.bias.detach()
+
+    def run(inputs):
+        return torch.ops.mkldnn._linear_pointwise(inputs, packed, bias, "none", [], "")
+
+    return run
+
+
+def aten_kernel(linear):
+    """The default ``F.linear`` (MKL or OpenBLAS, as torch was built)."""
+    weight = linear.weight.detach()
+    bias = None if linear.bias is None else linear.bias.detach()
+    return lambda inputs: F.linear(inputs, weight, bias)
+
+
+def int8_kernel(linear):
+    """Dynamic int8: weights quantised per output channel, activations per call.
+
+    Example
+    -------
+    >>> linear = torch.nn.Linear(64, 32)
+    >>> inputs = torch.randn(10, 64)
+    >>> error = (int8_kernel(linear)(inputs) - linear(inputs)).norm() / linear(inputs).norm()
+    >>> bool(error < 0.05)
+    True
+    """
+    weight = linear.weight.detach().float()
+    scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+    zero_points = torch.zeros(len(scales), dtype=torch.long)
+    quantized = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
+    bias = None if linear.bias is None else linear.bias.detach().float()
+    packed = torch.ops.quantized.linear_prepack(quantized, bias)
+    return lambda inputs: torch.ops.quantized.linear_dynamic(inputs, packed, True)
+
+
+# Backend name -> ``kernel_factory(linear)`` -> ``kernel(inputs)``.
+KERNELS = {"aten": aten_kernel, "onednn": onednn_kernel, "int8": int8_kernel}
+
+
+def plain_linears(modules):
+    """The ``nn.Linear`` instances of ``modules`` (that class exactly), which kernels replace.
+
+    Example
+    -------
+    >>> plain_linears(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU()))
+    [Linear(in_features=2, out_features=3, bias=True)]
+    """
+    return [module for module in modules.modules() if type(module) is torch.nn.Linear]
+
+
+def median_seconds(call, repeats=PROBE_REPEATS):
+    """Median seconds of ``call()`` over ``repeats`` timed calls, after one untimed call.
+
+    Example
+    -------
+    >>> median_seconds(lambda: sum(range(100))) >= 0
+    True
+    """
+    call()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return sorted(seconds)[repeats // 2]
+
+
+def linear_gmacs_per_s(kernel_factory, linear, rows=PROBE_ROWS, repeats=PROBE_REPEATS):
+    """GMAC/s of one kernel on ``rows x in_features`` inputs (median of ``repeats``).
+
+    Example
+    -------
+    >>> linear_gmacs_per_s(KERNELS["aten"], torch.nn.Linear(32, 32), rows=8) > 0
+    True
+    """
+    inputs = torch.randn(rows, linear.in_features)
+    kernel = kernel_factory(linear)
+    with torch.inference_mode():
+        median = median_seconds(lambda: kernel(inputs), repeats)
+    return rows * linear.in_features * linear.out_features / median / 1e9
+
+
+def choose_fp32_backend(linears, backends=FP32_BACKENDS):
+    """The fastest exact fp32 backend at the widest linear layer, and what was measured.
+
+    Arguments
+    ---------
+    linears : list of torch.nn.Linear
+        The layers that will run it.
+    backends : tuple of str
+        Candidates (keys of ``KERNELS``).
+
+    Returns
+    -------
+    tuple
+        ``(backend, {backend: GMAC/s})``.
+
+    Example
+    -------
+    >>> backend, rates = choose_fp32_backend([torch.nn.Linear(32, 64)])
+    >>> backend in FP32_BACKENDS, sorted(rates) == sorted(FP32_BACKENDS)
+    (True, True)
+    """
+    widest = max(linears, key=lambda linear: linear.weight.numel())
+    rates = {}
+    for _ in range(2):  # alternated, so that a load change does not favour one
+        for backend in backends:
+            rate = linear_gmacs_per_s(KERNELS[backend], widest)
+            rates[backend] = max(rates.get(backend, 0.0), rate)
+    return max(rates, key=rates.get), rates

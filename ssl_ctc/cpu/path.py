@@ -1,0 +1,264 @@
+"""The CPU path of some modules: kernels, WavLM attention and CNN front end swapped in, undone.
+
+Modules keep their parameters, so state-dict keys and training are untouched:
+the classes of their ``nn.Linear`` and WavLM attention instances are swapped on
+entry and restored on exit. ``CpuPaths`` is the policy of the five tests (one
+kernel per precision, the front end measured once per precision), shared with
+the speed script so that both time the same path.
+
+Usage::
+
+    paths = CpuPaths.choose(brain.modules, ["fp32", "int8"])
+    with paths.of(brain.modules, "int8").applied():
+        output = brain.infer_batch(wavs, wav_lens)
+"""
+
+import contextlib
+
+import torch
+from transformers.models.wavlm.modeling_wavlm import WavLMAttention
+
+from ssl_ctc.cpu.attention import FastWavLMAttention
+from ssl_ctc.cpu.check import check_modules, fp32_forward
+from ssl_ctc.cpu.kernels import (
+    KERNELS,
+    PROBE_REPEATS,
+    KernelLinear,
+    choose_fp32_backend,
+    median_seconds,
+    plain_linears,
+)
+from ssl_ctc.front_end import MatmulFeatureEncoder, channels_first_front_ends
+from ssl_ctc.precision import autocast
+
+# CNN front ends: ``MatmulFeatureEncoder``'s channels-last products, or Hugging Face's convolutions.
+FRONT_ENDS = ("matmul", "hugging_face")
+
+
+FRONT_END_PROBE_SAMPLES = (1, 32000)  # one 2-second utterance at 16 kHz
+
+
+# Kernel of the linear layers in each reduced precision (bf16: autocast's ``F.linear``); fp32
+# runs the fp32 backend chosen (``choose_fp32_backend``).
+PRECISION_KERNELS = {"bf16": "aten", "int8": "int8"}
+
+
+def matmul_front_ends(modules):
+    """The ``MatmulFeatureEncoder`` instances in ``modules`` (none: no front end to choose)."""
+    return [module for module in modules.modules() if isinstance(module, MatmulFeatureEncoder)]
+
+
+def front_end_mode(modules, front_end):
+    """Context in which ``modules``' front ends run as ``front_end`` (one of ``FRONT_ENDS``)."""
+    if front_end == "hugging_face":
+        return channels_first_front_ends(modules)
+    return contextlib.nullcontext()
+
+
+def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS):
+    """The faster CNN front end on this machine, and the seconds measured.
+
+    Which one wins depends on the processor (oneDNN's convolutions against its
+    matrix products): it is measured, alternately, on a random 2-second
+    utterance through the first ``MatmulFeatureEncoder`` in ``modules``.
+
+    Arguments
+    ---------
+    modules : torch.nn.Module
+        Searched recursively.
+    precision : str
+        "fp32", "bf16" (measured under bf16 autocast) or "int8" (the front end is fp32).
+    repeats : int
+        Timed calls per front end and round (median kept; best of two rounds).
+
+    Returns
+    -------
+    tuple
+        ``(front_end, {front_end: seconds})``, ``front_end`` one of ``FRONT_ENDS``;
+        ``(None, {})`` without a ``MatmulFeatureEncoder`` (nothing is measured).
+
+    Example
+    -------
+    >>> from transformers import WavLMConfig, WavLMModel
+    >>> from ssl_ctc.front_end import use_matmul_front_end
+    >>> model = WavLMModel(WavLMConfig(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7))
+    >>> choose_front_end(model)
+    (None, {})
+    >>> _ = use_matmul_front_end(model)
+    >>> front_end, seconds = choose_front_end(model)
+    >>> front_end in FRONT_ENDS, sorted(seconds) == sorted(FRONT_ENDS)
+    (True, True)
+    """
+    front_ends = matmul_front_ends(modules)
+    if not front_ends:
+        return None, {}
+    front_end = front_ends[0]
+    wavs = torch.randn(*FRONT_END_PROBE_SAMPLES)
+    seconds = {}
+    with torch.inference_mode(), autocast("cpu", precision):
+        for _ in range(2):  # alternated, so that a load change does not favour one
+            for name in FRONT_ENDS:
+                with front_end_mode(front_end, name):
+                    median = median_seconds(lambda: front_end(wavs), repeats)
+                seconds[name] = min(seconds.get(name, median), median)
+    return min(seconds, key=seconds.get), seconds
+
+
+class CpuInferencePath:
+    """The fast CPU path of some modules, applied and undone on demand (cheap after the first).
+
+    Arguments
+    ---------
+    modules : torch.nn.Module
+        Searched recursively (e.g. a Brain's ``modules``).
+    backend : str
+        "aten", "onednn" or "int8" (see ``KERNELS``).
+    kernel_cache : dict, optional
+        ``(linear, backend) -> kernel``, shared by paths over the same layers (the
+        speed script's variants share one encoder), so that weights are packed once.
+    front_end : str, optional
+        CNN front end of the ``MatmulFeatureEncoder`` instances (one of ``FRONT_ENDS``;
+        None where there is none to switch).
+    fp32_layers : iterable of str
+        Names of layers (in ``modules``) that run in fp32 whatever the precision:
+        autocast off, and the "aten" kernel instead of int8 (see ``check_modules``).
+
+    Example
+    -------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    >>> path = CpuInferencePath(model, "onednn")
+    >>> with path.applied():
+    ...     type(model[0]).__name__
+    'KernelLinear'
+    >>> type(model[0]).__name__, list(model.state_dict())
+    ('Linear', ['0.weight', '0.bias'])
+    """
+
+    def __init__(self, modules, backend, kernel_cache=None, front_end="matmul", fp32_layers=()):
+        if front_end not in (*FRONT_ENDS, None):
+            raise ValueError(f"unknown front end {front_end!r} (expected one of {FRONT_ENDS})")
+        self.modules = modules
+        self.front_end = front_end
+        named = dict(modules.named_modules())
+        self.fp32_layers = [named[name] for name in fp32_layers]
+        self.linears = plain_linears(modules)
+        self.attentions = [module for module in modules.modules()
+                           if type(module) is WavLMAttention]
+        self.backend = backend
+        self.kernel_cache = {} if kernel_cache is None else kernel_cache
+        self.kernels = None
+
+    def _kernel(self, linear, backend=None):
+        backend = self.backend if backend is None else backend
+        if backend == "int8" and any(linear is layer for layer in self.fp32_layers):
+            backend = "aten"
+        key = (linear, backend)
+        if key not in self.kernel_cache:
+            self.kernel_cache[key] = KERNELS[backend](linear)
+        return self.kernel_cache[key]
+
+    def check(self, precision):
+        """``check_modules`` for ``precision`` with this path's (cached) int8 kernels."""
+        return check_modules(self.modules, precision,
+                             kernel_of=lambda linear: self._kernel(linear, "int8"))
+
+    @contextlib.contextmanager
+    def applied(self):
+        """Swap the classes in (packing the weights the first time); restore them on exit."""
+        if self.kernels is None:
+            self.kernels = [self._kernel(linear) for linear in self.linears]
+        for linear, kernel in zip(self.linears, self.kernels, strict=True):
+            linear.cpu_kernel = kernel
+            linear.__class__ = KernelLinear
+        for attention in self.attentions:
+            attention.__class__ = FastWavLMAttention
+        for layer in self.fp32_layers:
+            layer.forward = fp32_forward(layer)
+        try:
+            with front_end_mode(self.modules, self.front_end):
+                yield self
+        finally:
+            for layer in self.fp32_layers:
+                del layer.forward
+            for linear in self.linears:
+                linear.__class__ = torch.nn.Linear
+                del linear.cpu_kernel
+            for attention in self.attentions:
+                attention.__class__ = WavLMAttention
+
+
+class CpuPaths:
+    """The five tests' CPU path of any modules in any precision: choices made once, one cache.
+
+    Arguments
+    ---------
+    fp32_backend : str
+        Kernel of the fp32 linear layers (see ``FP32_BACKENDS``).
+    front_ends : dict, optional
+        Precision -> CNN front end (see ``CpuInferencePath``); "matmul" where absent.
+    measurements : dict, optional
+        What the choices measured (``choose``).
+
+    Example
+    -------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    >>> paths = CpuPaths("onednn")
+    >>> paths.of(model, "fp32").backend, paths.of(model, "int8").backend, paths.kernel("bf16")
+    ('onednn', 'int8', 'aten')
+    """
+
+    def __init__(self, fp32_backend, front_ends=None, measurements=None):
+        self.fp32_backend = fp32_backend
+        self.front_ends = {} if front_ends is None else front_ends
+        self.measurements = {} if measurements is None else measurements
+        self.kernel_cache = {}  # paths over the same layers pack their weights once
+
+    @classmethod
+    def choose(cls, modules, precisions, backend="auto"):
+        """Measure on ``modules`` the fp32 backend and, per precision, the front end.
+
+        Arguments
+        ---------
+        modules : torch.nn.Module
+            Representative modules (the speed script's baseline).
+        precisions : list of str
+            "fp32", "bf16", "int8": the precisions whose front end is chosen.
+        backend : str
+            "auto" (measured: ``choose_fp32_backend``, ``choose_front_end``), or one of
+            ``FP32_BACKENDS`` (nothing measured, the matmul front end).
+
+        Returns
+        -------
+        CpuPaths
+            With ``measurements``: ``fp32_backend_gmacs_per_s``, ``front_end_seconds``.
+
+        Example
+        -------
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+        >>> paths = CpuPaths.choose(model, ["fp32", "int8"])
+        >>> paths.front_ends, sorted(paths.measurements)
+        ({'fp32': None, 'int8': None}, ['fp32_backend_gmacs_per_s', 'front_end_seconds'])
+        """
+        if backend != "auto":
+            return cls(backend)
+        fp32_backend, rates = choose_fp32_backend(plain_linears(modules))
+        # The front end runs in fp32 under int8: its fp32 measurement serves both.
+        measured = {}
+        for precision in ("fp32", *precisions):
+            measured_as = "fp32" if precision == "int8" else precision
+            if measured_as not in measured:
+                measured[measured_as] = choose_front_end(modules, measured_as)
+        choices = {name: measured["fp32" if name == "int8" else name] for name in precisions}
+        return cls(fp32_backend, {name: front_end for name, (front_end, _) in choices.items()},
+                   {"fp32_backend_gmacs_per_s": rates,
+                    "front_end_seconds": {name: seconds for name, (_, seconds) in choices.items()}})
+
+    def kernel(self, precision):
+        """Kernel of the linear layers in ``precision`` (a key of ``KERNELS``)."""
+        return PRECISION_KERNELS.get(precision, self.fp32_backend)
+
+    def of(self, modules, precision, fp32_layers=()):
+        """``CpuInferencePath`` of ``modules`` in ``precision`` (``fp32_layers``: see there)."""
+        return CpuInferencePath(modules, self.kernel(precision), self.kernel_cache,
+                                self.front_ends.get(precision, "matmul"), fp32_layers)

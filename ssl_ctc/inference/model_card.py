@@ -1,0 +1,165 @@
+"""The ``README.md`` model card of an inference folder: what was trained, its numbers, its use.
+
+The Brain adds its strategy's lines (``inference_card_lines``) and, when it has its
+own interface for SpeechBrain's ``foreign_class`` (``inference_interface``), how to
+call it; the benchmark's numbers come from the experiment's ``benchmark.json``.
+
+Usage::
+
+    text = model_card(brain, brain.experiment_tags(), records, "CKPT+...", "results/SD2/inference")
+"""
+
+import json
+
+from ssl_ctc.benchmarking.records import latest_records
+from ssl_ctc.imports import importable_class_name
+from ssl_ctc.inference.loading import (
+    CUSTOM_INTERFACE_FILE,
+    INFERENCE_FORMAT_VERSION,
+    SSL_CONFIG_FOLDER,
+    TOKENIZER_FILE,
+)
+
+
+def format_number(value, digits=3):
+    """A number for the model card, ``-`` when missing.
+
+    Example
+    -------
+    >>> format_number(None), format_number(1.23456, 2), format_number(4)
+    ('-', '1.23', '4')
+    """
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def benchmark_table(records, name):
+    """Rows of the card's benchmark table: the latest measured record of each test, per test set.
+
+    Example
+    -------
+    >>> benchmark_table([], "SD2")
+    '| (no benchmark records) | | | | | | | | |'
+    """
+    latest = {key: record for key, record in latest_records(
+        [record for record in records if record.get("name") == name]).items()
+        if record["status"] == "ok"}
+    rows = []
+    for test_set in sorted({test_set for test_set, _ in latest}):
+        def field(test, key, digits=3, test_set=test_set):
+            record = latest.get((test_set, test))
+            return format_number(record.get(key) if record else None, digits)
+
+        cells = [test_set, field("cpu_greedy", "wer", 2), field("cpu_greedy", "cer", 2),
+                 field("cpu_lm", "wer", 2), field("gpu_greedy", "total_time_s"),
+                 field("cpu_greedy", "total_time_s"), field("cpu_lm", "total_time_s"),
+                 field("macs", "gmacs_per_batch"), field("cpu_greedy", "real_time_factor")]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) or "| (no benchmark records) | | | | | | | | |"
+
+
+def interface_usage(interface, folder_name, savedir):
+    """The card's section on a strategy's own interface (``Brain.inference_interface``)."""
+    if interface is None:
+        return ""
+    return f"""
+{interface['description']}; with SpeechBrain's `foreign_class` and the interface
+`{CUSTOM_INTERFACE_FILE}` of this folder:
+
+```python
+from speechbrain.inference.interfaces import foreign_class
+asr = foreign_class(source="{folder_name}", savedir="{savedir}",
+                    pymodule_file="{CUSTOM_INTERFACE_FILE}", classname="{interface['classname']}",
+                    overrides={json.dumps(interface['overrides'])})
+{interface['example']}
+```
+"""
+
+
+def model_card(brain, tags, records, checkpoint, folder_name):
+    """The README.md of an inference folder: what was trained, its numbers, how to use it.
+
+    Arguments
+    ---------
+    brain : ssl_ctc.brain.SSLCTCBrain
+        The trained Brain (its hparams, ``inference_card_lines``, ``inference_interface``).
+    tags : dict
+        Its ``experiment_tags()``.
+    records : list of dict
+        The experiment's benchmark records (``benchmark.json``).
+    checkpoint : str or None
+        Name of the checkpoint the weights come from.
+    folder_name : str
+        The folder as the usage examples name it.
+
+    Returns
+    -------
+    str
+    """
+    hparams = brain.hparams
+    config = hparams.ssl.model.config
+    savedir = "pretrained/" + tags["name"].replace(" ", "_")
+    trained = [
+        f"- strategy `{tags['strategy']}` (`{importable_class_name(type(brain))}`), "
+        f"label `{tags['label']}`",
+        f"- encoder: {config.model_type}, {config.num_hidden_layers} transformer layers kept, "
+        f"hidden size {config.hidden_size}; SSL source `{hparams.ssl_hub}`",
+        *brain.inference_card_lines(),
+        f"- data: `{hparams.data_folder}`, train {hparams.train_splits}, "
+        f"valid {hparams.dev_splits}",
+        f"- weights: checkpoint `{checkpoint}` (best validation WER), after epoch "
+        f"{getattr(hparams.epoch_counter, 'current', None)} of {hparams.number_of_epochs}",
+    ]
+    trained_lines = "\n".join(trained)
+    batch_size = getattr(hparams, "benchmark_batch_size", 4)
+    return f"""# {tags['name']}: {config.model_type} + CTC, fine-tuned with this recipe
+
+Character CTC recogniser (LibriSpeech's 28 characters) from a fine-tuned {config.model_type}
+encoder, written by `ssl_ctc.inference` (inference format {INFERENCE_FORMAT_VERSION}).
+
+## What was trained
+
+{trained_lines}
+
+## Benchmark (from the experiment's benchmark.json)
+
+| test set | WER | CER | WER-LM | GPU s | CPU s | CPU-LM s | GMACs per batch | CPU RTF |
+|---|---|---|---|---|---|---|---|---|
+{benchmark_table(records, tags['name'])}
+
+Whole-split wall times of the five tests (batches of {batch_size}); `-`: a test that was
+skipped (no GPU, no LM).
+
+## Use it
+
+The modules are the recipe's own (`ssl_ctc`, `early_exiting`): run from a checkout of the recipe
+(or with it on `PYTHONPATH`). Nothing is downloaded: the encoder is built from the configuration
+in `hyperparams.yaml` (the same as `{SSL_CONFIG_FOLDER}/config.json` and
+`{SSL_CONFIG_FOLDER}/preprocessor_config.json`) and loads the weights in this folder.
+
+```bash
+python transcribe.py {folder_name} audio.flac more.wav   # "<file>\\t<TRANSCRIPT>" per input
+python transcribe.py {folder_name} audio_folder/ --lm 4-gram.arpa --batch_size 8
+```
+
+```python
+from speechbrain.inference.ASR import EncoderASR
+asr = EncoderASR.from_hparams(source="{folder_name}", savedir="{savedir}")
+asr.transcribe_file("speech.flac")
+# the benchmark's LM beam search: overrides={{"lm_path": "/path/to/4-gram.arpa"}}
+```
+{interface_usage(brain.inference_interface(), folder_name, savedir)}
+Push to the Hugging Face hub (not run here):
+
+```bash
+huggingface-cli upload <user>/<model-name> {folder_name} .
+```
+
+## Files
+
+- `hyperparams.yaml`: the modules and decoding for `EncoderASR`; `inference.json`: format
+  version, interface, the files it needs
+- `*.ckpt`: weights of each module (`{TOKENIZER_FILE}`: the label encoder, text)
+- `{SSL_CONFIG_FOLDER}/`: the SSL encoder's Hugging Face `config.json`, `preprocessor_config.json`
+"""
