@@ -43,20 +43,14 @@ From the command line, to tabulate and plot every benchmark.json under a folder:
 """
 
 import argparse
-import collections
 import contextlib
-import itertools
 import logging
-import math
 import platform
 import sys
-import time
 
 import torch
-from speechbrain.utils.metric_stats import ErrorRateStats
 
-from ssl_ctc.benchmarking.macs import count_macs, count_module_hook_macs, evenly_spaced_indices
-from ssl_ctc.benchmarking.measurement import PeakMemory, synchronize
+from ssl_ctc.benchmarking.passes import brain_on, run_inference_test, run_mac_test
 from ssl_ctc.benchmarking.records import (
     CPU_TESTS,
     GPU_TESTS,
@@ -65,17 +59,11 @@ from ssl_ctc.benchmarking.records import (
     cpu_name,
     device_name,
     package_versions,
-    per_utterance_extras,
-    summarize_extras,
     utc_timestamp,
 )
 from ssl_ctc.benchmarking.summary import summarize
 from ssl_ctc.cpu.machine import available_cpu_cores
-from ssl_ctc.cpu.plan import cpu_inference
-from ssl_ctc.ctc import greedy_decode
-from ssl_ctc.data import make_test_loader
 from ssl_ctc.lm_decoding import LMDecoder
-from ssl_ctc.precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -83,170 +71,6 @@ TEST_SORTING = "ascending duration"
 
 
 
-
-
-def _transcribe(brain, batches, device, precision, lm_decoder, timers):
-    """Runs the model and the decoder over batches; adds the seconds spent
-    loading data, in the forward and decoding to ``timers``."""
-    ids, references, hypotheses, pending = [], [], [], []
-    extras = collections.defaultdict(list)
-    audio_seconds = 0.0
-    data_start = time.perf_counter()
-    for batch in batches:
-        wavs = batch.sig.data.to(device)
-        wav_lens = batch.sig.lengths.to(device)
-        forward_start = time.perf_counter()
-        timers["data"] += forward_start - data_start
-        # On CPU the precision is ``cpu_inference``'s plan, already entered.
-        with autocast(device, precision) if device.startswith("cuda") else contextlib.nullcontext():
-            output = brain.infer_batch(wavs, wav_lens)
-        synchronize(device)
-        decode_start = time.perf_counter()
-        timers["forward"] += decode_start - forward_start
-        log_probs = output["log_probs"].float()
-        if lm_decoder is None:
-            hypotheses.extend(greedy_decode(log_probs, output["lengths"], brain.tokenizer))
-        else:
-            pending.append(lm_decoder.submit(log_probs, output["lengths"]))
-        timers["decode"] += time.perf_counter() - decode_start
-        ids.extend(batch.id)
-        references.extend(words.split() for words in batch.wrd)
-        audio_seconds += float(batch.duration.sum())
-        for name, values in per_utterance_extras(output, len(batch.id)).items():
-            extras[name].append(values)
-        data_start = time.perf_counter()
-    wait_start = time.perf_counter()
-    for batch_result in pending:
-        hypotheses.extend(lm_decoder.collect(batch_result))
-    timers["decode"] += time.perf_counter() - wait_start
-    return ids, references, hypotheses, audio_seconds, extras
-
-
-def _inference_path(brain, loader, device, precision):
-    """On CPU, ``cpu_inference`` over the brain's modules (its plan); on GPU, nothing (None).
-
-    The probe (the first test batch, loaded once and only if used) checks a reduced
-    precision's output against fp32 and times ``"auto"``'s candidates.
-    """
-    if device.startswith("cuda"):
-        return contextlib.nullcontext()
-    first_batch = []
-
-    def probe():
-        if not first_batch:
-            first_batch.append(next(iter(loader)))
-        signal = first_batch[0].sig
-        return brain.infer_batch(signal.data.to(device), signal.lengths.to(device))
-
-    return cpu_inference(brain.modules, precision, probe=probe)
-
-
-def _run_inference_test(brain, dataset, settings, device, lm_decoder):
-    """Warm-up, then one timed pass over a test set; returns the measures."""
-    precision = settings.gpu_precision if device.startswith("cuda") else settings.cpu_precision
-    loader = make_test_loader(dataset, settings.batch_size)
-    with torch.inference_mode(), _inference_path(brain, loader, device, precision) as plan:
-        precision = precision if plan is None else plan.precision
-        warmup_batches = itertools.islice(loader, settings.warmup_batches)
-        _transcribe(brain, warmup_batches, device, precision, lm_decoder, collections.Counter())
-        synchronize(device)
-        beam_search_before = lm_decoder.beam_search_time_s if lm_decoder else 0.0
-        timers = collections.Counter()
-        with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            ids, references, hypotheses, audio_seconds, extras = _transcribe(
-                brain, loader, device, precision, lm_decoder, timers
-            )
-            wer_stats = ErrorRateStats()
-            cer_stats = ErrorRateStats(split_tokens=True)
-            wer_stats.append(ids, hypotheses, references)
-            cer_stats.append(ids, hypotheses, references)
-            wer, cer = wer_stats.summarize("error_rate"), cer_stats.summarize("error_rate")
-            total_time_s = time.perf_counter() - start
-    measures = {
-        "precision": precision,
-        "warmup_batches": settings.warmup_batches,
-        "num_utterances": len(ids),
-        "num_batches": math.ceil(len(ids) / settings.batch_size),
-        "audio_seconds": audio_seconds,
-        "total_time_s": total_time_s,
-        "forward_time_s": timers["forward"],
-        "decode_time_s": timers["decode"],
-        "data_time_s": timers["data"],
-        "real_time_factor": total_time_s / audio_seconds,
-        "inverse_real_time_factor": audio_seconds / total_time_s,
-        "ms_per_utterance": 1000 * total_time_s / len(ids),
-        "peak_memory_mb": memory.peak_mb,  # this test's peak above what was resident before it
-        "peak_memory_kind": memory.kind,
-        "resident_memory_before_mb": memory.resident_before_mb,
-        "wer": wer,
-        "cer": cer,
-        "wer_details": {
-            key: wer_stats.summarize(key)
-            for key in ("num_scored_tokens", "insertions", "deletions", "substitutions")
-        },
-        "extras": summarize_extras(extras),
-    }
-    if plan is not None:
-        measures.update(plan.record())
-    if lm_decoder is not None:
-        measures["lm_beam_search_time_s"] = lm_decoder.beam_search_time_s - beam_search_before
-    return measures
-
-
-def _run_mac_test(brain, dataset, settings):
-    """Counts the MACs of ``mac_batches`` test batches spread evenly over the sorted set, on CPU."""
-    loader = make_test_loader(dataset, settings.batch_size)
-    counted = evenly_spaced_indices(len(loader), settings.mac_batches)
-    aten_macs, hook_macs, extras = [], [], collections.defaultdict(list)
-    audio_seconds, utterances = 0.0, 0
-    start = time.perf_counter()
-    for index, batch in enumerate(loader):
-        if index not in counted:
-            continue
-        macs, output = count_macs(brain.infer_batch, batch.sig.data, batch.sig.lengths)
-        aten_macs.append(macs)
-        hook_macs.append(
-            count_module_hook_macs(
-                brain.infer_batch, brain.modules, batch.sig.data, batch.sig.lengths
-            )
-        )
-        audio_seconds += float(batch.duration.sum())
-        utterances += len(batch.id)
-        for name, values in per_utterance_extras(output, len(batch.id)).items():
-            extras[name].append(values)
-    return {
-        "precision": "fp32",
-        "counter": "ptflops aten backend + SDPA formulas",
-        "num_batches": len(aten_macs),
-        "num_utterances": utterances,
-        "audio_seconds": audio_seconds,
-        "gmacs_per_batch": sum(aten_macs) / len(aten_macs) / 1e9,
-        "gmacs_per_audio_second": sum(aten_macs) / audio_seconds / 1e9,
-        "gmacs_per_batch_module_hooks": sum(hook_macs) / len(hook_macs) / 1e9,
-        "gmacs_per_audio_second_module_hooks": sum(hook_macs) / audio_seconds / 1e9,
-        "parameters": sum(p.numel() for p in brain.modules.parameters()),
-        "count_time_s": time.perf_counter() - start,
-        "extras": summarize_extras(extras),
-    }
-
-
-@contextlib.contextmanager
-def _brain_on(brain, device):
-    """Moves the brain's modules to a device in eval mode; restores device and
-    mode afterwards."""
-    original_device = brain.device
-    training_modes = {module: module.training for module in brain.modules.modules()}
-    brain.modules.to(device)
-    brain.device = device
-    brain.modules.eval()
-    try:
-        yield
-    finally:
-        brain.modules.to(original_device)
-        brain.device = original_device
-        for module, training in training_modes.items():
-            module.training = training
 
 
 def _tagged(record, tags):
@@ -287,8 +111,8 @@ def _timed_test_record(brain, test_set, dataset, settings, test, lm_decoder, com
     reason = _skip_reason(device, listed, uses_lm, settings)
     if reason is not None:
         return {**record, "status": "skipped", "reason": reason}
-    with _brain_on(brain, device):
-        measures = _run_inference_test(
+    with brain_on(brain, device):
+        measures = run_inference_test(
             brain, dataset, settings, device, lm_decoder if uses_lm else None
         )
     return {**record, "status": "ok", "reason": None, "device_name": device_name(device),
@@ -297,8 +121,8 @@ def _timed_test_record(brain, test_set, dataset, settings, test, lm_decoder, com
 
 def _mac_test_record(brain, test_set, dataset, settings, common, threads):
     """Runs the MAC count of a test set on CPU; returns its record."""
-    with _brain_on(brain, "cpu"):
-        measures = _run_mac_test(brain, dataset, settings)
+    with brain_on(brain, "cpu"):
+        measures = run_mac_test(brain, dataset, settings)
     return {
         "test": MAC_TEST,
         "test_set": test_set,
@@ -449,8 +273,12 @@ def benchmark_experiment(brain, test_datasets, settings):
 
 
 def _summarize_command(arguments):
-    """``summarize`` subcommand."""
+    """``summarize`` subcommand (``--paper``: the paper's table beside it)."""
     summarize(arguments.results_root)
+    if arguments.paper:
+        from ssl_ctc.benchmarking.paper import write_paper_comparison
+
+        write_paper_comparison(arguments.results_root)
 
 
 def main(argv=None):
@@ -461,6 +289,11 @@ def main(argv=None):
         "summarize", help="tabulate and plot every benchmark.json under a folder"
     )
     summarize_parser.add_argument("results_root", help="folder searched recursively")
+    summarize_parser.add_argument(
+        "--paper", action="store_true",
+        help="also write paper_comparison.md and Pareto plots: the paper's published table "
+             "beside the measured one (ssl_ctc.benchmarking.paper)",
+    )
     summarize_parser.set_defaults(handler=_summarize_command)
     arguments = parser.parse_args(argv)
     arguments.handler(arguments)

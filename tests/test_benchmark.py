@@ -7,6 +7,7 @@ Usage
     pytest tests/test_benchmark.py -m "not slow"  # without the WavLM-Large MAC count
 """
 
+import collections
 import csv
 import importlib.metadata
 import json
@@ -92,7 +93,7 @@ def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
     live_decoders, seen = [], []
     decoder_class = ssl_ctc.lm_decoding.LMDecoder
     decoder_init, decoder_close = decoder_class.__init__, decoder_class.close
-    run_test = benchmark._run_inference_test
+    run_test = benchmark.run_inference_test
 
     def counting_init(self, *args):
         decoder_init(self, *args)
@@ -108,7 +109,7 @@ def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "__init__", counting_init)
     monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "close", counting_close)
-    monkeypatch.setattr(benchmark, "_run_inference_test", recording_test)
+    monkeypatch.setattr(benchmark, "run_inference_test", recording_test)
     settings = benchmark_settings.BenchmarkSettings(
         batch_size=2, warmup_batches=1, mac_batches=1, devices=["cpu"],
         lm_path=str(write_arpa(tmp_path / "lm.arpa")), lm_beam_width=8,
@@ -553,7 +554,9 @@ def test_summarize_two_experiments(two_runs, tmp_path, capsys):
         assert baseline["gpu_time_s"] == "skipped"
     markdown = (results / "summary.md").read_text()
     assert markdown.splitlines()[0].startswith("| Name | Test set | Factor / layers | WER |")
-    assert len(markdown.splitlines()) == 2 + len(all_rows)
+    table_lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert len(table_lines) == 2 + len(all_rows)
+    assert "Note: CPU times were measured on 1, 2 threads" in markdown  # bf16 ran on 1 thread
     with open(results / "summary.csv", newline="") as csv_file:
         assert len(list(csv.DictReader(csv_file))) == len(all_rows)
     for stem in ("wer_vs_cpu_time", "wer_vs_gmacs", "wer_lm_vs_cpu_lm_time", "wer_lm_vs_gmacs"):
@@ -563,6 +566,25 @@ def test_summarize_two_experiments(two_runs, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert not (results / "wer_vs_gpu_time_test-tiny.png").exists()
         assert "No plot wer_vs_gpu_time (test-tiny)" in printed
+
+
+def test_summarize_keeps_a_re_evaluation_at_another_batch_size_apart(two_runs, tmp_path,
+                                                                       capsys):
+    """``--test_only --benchmark_batch_size 8`` appends records: they get rows of their own."""
+    records = json.loads((two_runs["folder"] / "benchmark.json").read_text())
+    again = [{**record, "batch_size": 8, "timestamp": "9999",
+              **({"gmacs_per_batch": record["gmacs_per_batch"] * 2}
+                 if "gmacs_per_batch" in record else {})} for record in records]
+    benchmark_records.append_records(records + again, tmp_path)
+    rows = benchmark_summary.summarize(tmp_path)
+    by_batch = collections.defaultdict(set)
+    for row in rows:
+        by_batch[row["batch_size"]].add(row["gmacs_per_batch"])
+    assert sorted(by_batch) == [2, 8]
+    assert max(by_batch[2]) * 2 == pytest.approx(min(by_batch[8]))  # never mixed in one row
+    printed = capsys.readouterr().out
+    assert "rows were measured at batch sizes 2, 8" in printed
+    assert "| Batch |" in printed
 
 
 def test_summarize_command_line(two_runs, tmp_path, capsys):

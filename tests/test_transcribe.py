@@ -25,9 +25,9 @@ from benchmark_fixtures import write_arpa
 from speechbrain.dataio.dataset import DynamicItemDataset
 from test_recipes_end_to_end import recipe_args
 
-import benchmark
 import transcribe
 from benchmark import benchmark_experiment
+from ssl_ctc.benchmarking.passes import transcribe_batches
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.data import make_test_loader, read_waveform
 from ssl_ctc.inference.loading import HPARAMS_FILE, INFERENCE_FORMAT_VERSION, MANIFEST
@@ -130,7 +130,7 @@ def benchmark_hypotheses(brain, dataset, lm_decoder=None):
     if lm_decoder is None and (brain, dataset) in GREEDY_HYPOTHESES:
         return GREEDY_HYPOTHESES[brain, dataset]
     with torch.inference_mode():
-        ids, _, hypotheses, _, _ = benchmark._transcribe(
+        ids, _, hypotheses, _, _ = transcribe_batches(
             brain, make_test_loader(dataset, 4), "cpu", "fp32", lm_decoder,
             collections.Counter())
     decoded = dict(zip(ids, (" ".join(words) for words in hypotheses), strict=True))
@@ -421,3 +421,24 @@ def test_auto_precision_is_measured_and_checked_on_the_files(experiments, test_c
         assert sorted(plan.measurements["probe_seconds"]) == ["bf16", "fp32"]
     else:
         assert plan.precision == "fp32"
+
+
+def test_a_moved_experiment_is_read_from_its_own_files(experiments, test_clean, tmp_path, capsys):
+    """``cp -a EXPERIMENT elsewhere``, the original deleted: re-export and transcribe still work."""
+    from ssl_ctc.inference.loading import relocated_hparams
+    from ssl_ctc.inference.writer import main
+
+    folder, _ = experiments["2L"]
+    original = tmp_path / "original"
+    shutil.copytree(folder, original)
+    saved = original / "hyperparams.yaml"
+    saved.write_text(relocated_hparams(saved.read_text(), original))  # as if it had run there
+    moved = tmp_path / "moved"
+    shutil.copytree(original, moved)
+    shutil.rmtree(original)
+    shutil.rmtree(moved / "inference")
+    assert main([str(moved)]) is None
+    good = sorted(audio_paths(test_clean).values())[:2]
+    status, texts, _, _ = run_transcribe(capsys, moved, *good)
+    assert status == 0 and len(texts) == 2
+    assert str(original) not in (moved / "inference" / "hyperparams.yaml").read_text()

@@ -1,6 +1,7 @@
 """The parts of the five end-of-training tests that ``benchmark.py`` runs.
 
-``settings`` (what to run, validated before training), ``measurement`` (timers, peak
-memory), ``macs`` (ptflops), ``records`` (``benchmark.json`` / ``.csv``) and
-``summary`` (the table and plots over experiments).
+``settings`` (what to run, validated before training), ``passes`` (one timed inference
+pass over a test set, one MAC count), ``measurement`` (timers, peak memory), ``macs``
+(ptflops), ``records`` (``benchmark.json`` / ``.csv``) and ``summary`` (the table and
+plots over experiments).
 """

@@ -215,7 +215,7 @@ def utc_timestamp():
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
-def experiment_brain_class(experiment_folder):
+def recorded_brain_class(experiment_folder):
     """The Brain class that made an experiment, from the ``brain_class`` field of its records.
 
     Arguments
@@ -230,7 +230,7 @@ def experiment_brain_class(experiment_folder):
 
     Example
     -------
-    >>> experiment_brain_class("/nonexistent/experiment")
+    >>> recorded_brain_class("/nonexistent/experiment")
     Traceback (most recent call last):
     ...
     FileNotFoundError: /nonexistent/experiment/benchmark.json not found: ...

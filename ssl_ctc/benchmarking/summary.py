@@ -31,7 +31,9 @@ SUMMARY_COLUMNS = (
     ("gmacs_per_batch", "MACs (G)"),
     ("cpu_real_time_factor", "CPU RTF"),
     ("gmacs_per_audio_second", "GMACs/s"),
+    ("batch_size", "Batch"),
     ("cpu_precision", "CPU precision"),
+    ("threads", "Threads"),
 )
 
 
@@ -91,28 +93,35 @@ def _setting_label(tags, baseline):
 CPU_TEST_NAMES = ("cpu_greedy", "cpu_lm")
 
 
-def _by_cpu_precision(records):
-    """CPU precision -> the records of a row in it: its CPU tests, and every other test.
+def _by_cpu_setting(records):
+    """(CPU precision, threads) -> the records of a row: its measured CPU tests, and the others.
 
-    Runs in different CPU precisions (``benchmark_cpu_precision``) give one row
-    each, so that their times and WERs are never mixed in one column.
+    Runs in different CPU precisions (``benchmark_cpu_precision``) or thread counts
+    give one row each, so that their times and WERs are never mixed in one column.
 
     Example
     -------
-    >>> records = [{"test": "cpu_greedy", "precision": "int8"}, {"test": "macs"},
-    ...            {"test": "cpu_greedy", "precision": "fp32"}]
-    >>> {precision: len(subset) for precision, subset in _by_cpu_precision(records).items()}
-    {'fp32': 2, 'int8': 2}
+    >>> records = [{"test": "cpu_greedy", "precision": "int8", "threads": 2}, {"test": "macs"},
+    ...            {"test": "cpu_greedy", "precision": "fp32", "threads": 2}]
+    >>> {key: len(subset) for key, subset in _by_cpu_setting(records).items()}
+    {('fp32', 2): 2, ('int8', 2): 2}
     """
-    precisions = sorted({record.get("precision") or "fp32" for record in records
-                         if record["test"] in CPU_TEST_NAMES}) or [None]
-    return {precision: [record for record in records if record["test"] not in CPU_TEST_NAMES
-                        or (record.get("precision") or "fp32") == precision]
-            for precision in precisions}
+    def setting(record):
+        return record.get("precision") or "fp32", record.get("threads")
+
+    def measured_on_cpu(record):
+        return record["test"] in CPU_TEST_NAMES and record.get("status", "ok") == "ok"
+
+    settings = sorted({setting(record) for record in records if measured_on_cpu(record)},
+                      key=lambda key: (key[0], key[1] or 0)) or [(None, None)]
+    return {key: [record for record in records
+                  if not measured_on_cpu(record) or setting(record) == key]
+            for key in settings}
 
 
-def _summary_row(experiment, test_set, records, deepest, cpu_precision):
-    """The summary row of an experiment's records on a test set in one CPU precision."""
+def _summary_row(experiment, test_set, records, deepest, cpu_setting):
+    """The summary row of an experiment's records on a test set in one CPU setting."""
+    cpu_precision, threads = cpu_setting
     latest = latest_records(records)
     tags = records[-1]  # the experiment's tags are fields of its records
     baseline = _is_baseline(tags, deepest)
@@ -123,7 +132,9 @@ def _summary_row(experiment, test_set, records, deepest, cpu_precision):
         "test_set": test_set,
         "strategy": tags.get("strategy") or "",
         "setting": setting if cpu_precision in (None, "fp32") else f"{setting} {cpu_precision}",
+        "batch_size": tags.get("batch_size"),
         "cpu_precision": cpu_precision,
+        "threads": threads,
         "baseline": baseline,
     }
     for column, (tests, field) in SUMMARY_SOURCES.items():
@@ -140,24 +151,53 @@ def _summary_row(experiment, test_set, records, deepest, cpu_precision):
 
 
 def _summary_rows(results_root):
-    """One summary row per experiment folder, test set, name and CPU precision (an
-    early-exit threshold sweep gives one name per threshold in one folder)."""
+    """One summary row per experiment folder, test set, name, batch size and CPU setting.
+
+    An early-exit threshold sweep gives one name per threshold in one folder; a
+    re-evaluation at another ``benchmark_batch_size``, CPU precision or thread count
+    gives rows of its own, never a mixed one.
+    """
     grouped = collections.defaultdict(list)
     for json_path in sorted(Path(results_root).rglob(RESULTS_JSON)):
         experiment = json_path.parent.relative_to(results_root).as_posix()
         for record in json.loads(json_path.read_text()):
-            grouped[(experiment, record["test_set"], record.get("name"))].append(record)
+            key = (experiment, record["test_set"], record.get("name"), record.get("batch_size"))
+            grouped[key].append(record)
     deepest = max(
         (r["layers"] for rs in grouped.values() for r in rs if r.get("layers") is not None),
         default=None,
     )
     rows = [
-        _summary_row(experiment, test_set, records, deepest, cpu_precision)
-        for (experiment, test_set, _), all_records in grouped.items()
-        for cpu_precision, records in _by_cpu_precision(all_records).items()
+        _summary_row(experiment, test_set, records, deepest, cpu_setting)
+        for (experiment, test_set, _, _), all_records in grouped.items()
+        for cpu_setting, records in _by_cpu_setting(all_records).items()
     ]
     return sorted(rows, key=lambda r: (r["test_set"], not r["baseline"], r["strategy"], r["name"],
-                                       r["cpu_precision"] or ""))
+                                       r["batch_size"] or 0, r["cpu_precision"] or "",
+                                       r["threads"] or 0))
+
+
+def comparability_notes(rows):
+    """Warnings for columns whose rows were measured differently (batch size, threads).
+
+    Example
+    -------
+    >>> notes = comparability_notes([{"batch_size": 4, "threads": 2}, {"batch_size": 8}])
+    >>> notes[0].split(":")[0]
+    'rows were measured at batch sizes 4, 8'
+
+    """
+    notes = []
+    batch_sizes = sorted({row["batch_size"] for row in rows if row.get("batch_size")})
+    if len(batch_sizes) > 1:
+        notes.append(f"rows were measured at batch sizes {', '.join(map(str, batch_sizes))}: "
+                     "times and MACs per batch compare only within a batch size; GMACs/s "
+                     "(per second of audio) compares across them")
+    threads = sorted({row["threads"] for row in rows if row.get("threads")})
+    if len(threads) > 1:
+        notes.append(f"CPU times were measured on {', '.join(map(str, threads))} threads: "
+                     "compare them only within a thread count")
+    return notes
 
 
 def _format_cell(value):
@@ -269,6 +309,8 @@ def summarize(results_root):
     if not rows:
         raise FileNotFoundError(f"no {RESULTS_JSON} under {results_root}")
     table = _markdown_table(rows)
+    notes = comparability_notes(rows)
+    table += "".join(f"\nNote: {note}.\n" for note in notes)
     write_atomically(results_root / SUMMARY_MARKDOWN, table)
     write_atomically(results_root / SUMMARY_CSV, csv_text(rows))
     print(table)

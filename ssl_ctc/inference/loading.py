@@ -13,6 +13,7 @@ Usage::
 """
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -172,10 +173,32 @@ def experiment_brain_class(experiment_folder):
         raise InferenceFolderError(f"'{path}' not found: not an experiment folder") from error
     name = saved.get(BRAIN_CLASS_KEY) if isinstance(saved, dict) else None
     if name is None:  # saved before the key existed: the benchmark records name the class
-        from ssl_ctc.benchmarking.records import experiment_brain_class as recorded_brain_class
+        from ssl_ctc.benchmarking.records import recorded_brain_class
 
         return recorded_brain_class(experiment_folder)
     return import_object(name)
+
+
+def relocated_hparams(text, experiment_folder):
+    r"""An experiment's saved hyperparams with its paths moved to where the experiment is now.
+
+    SpeechBrain saves the YAML with its references resolved, so the save folder, the
+    manifests and the encoder's cache are absolute paths below the ``output_folder``
+    the run had; a copied or moved experiment reads its own files instead.
+
+    Example
+    -------
+    >>> saved = "output_folder: /old/SD2\nsave_folder: /old/SD2/save\ndata_folder: /data\n"
+    >>> print(relocated_hparams(saved, "/new/SD2"), end="")
+    output_folder: /new/SD2
+    save_folder: /new/SD2/save
+    data_folder: /data
+    """
+    original = re.search(r"^output_folder:\s*(\S.*?)\s*$", text, flags=re.MULTILINE)
+    if original is None or original.group(1) == str(experiment_folder):
+        return text
+    pattern = re.escape(original.group(1)) + r"(?=[/\s'\"]|$)"
+    return re.sub(pattern, lambda _: str(experiment_folder), text, flags=re.MULTILINE)
 
 
 def load_experiment_brain(experiment_folder, device="cpu"):
@@ -194,8 +217,9 @@ def load_experiment_brain(experiment_folder, device="cpu"):
     """
     experiment_folder = Path(experiment_folder).resolve()
     brain_class = experiment_brain_class(experiment_folder)
-    with open(experiment_folder / EXPERIMENT_HPARAMS, encoding="utf-8") as hparams_file:
-        hparams = load_hyperpyyaml(hparams_file, {"output_folder": str(experiment_folder)})
+    text = relocated_hparams(
+        (experiment_folder / EXPERIMENT_HPARAMS).read_text(encoding="utf-8"), experiment_folder)
+    hparams = load_hyperpyyaml(text, {"output_folder": str(experiment_folder)})
     brain = brain_class(modules=hparams["modules"], hparams=hparams,
                         run_opts={"device": device}, checkpointer=hparams["checkpointer"])
     brain.tokenizer = make_tokenizer()

@@ -1,0 +1,191 @@
+"""One pass of the five tests: a timed inference pass over a test set, and a MAC count.
+
+``benchmark.py`` runs these for each test set and device and turns them into records.
+
+Usage::
+
+    with brain_on(brain, "cpu"):
+        measures = run_inference_test(brain, dataset, settings, "cpu", lm_decoder=None)
+"""
+
+import collections
+import contextlib
+import itertools
+import math
+import time
+
+import torch
+from speechbrain.utils.metric_stats import ErrorRateStats
+
+from ssl_ctc.benchmarking.macs import count_macs, count_module_hook_macs, evenly_spaced_indices
+from ssl_ctc.benchmarking.measurement import PeakMemory, synchronize
+from ssl_ctc.benchmarking.records import per_utterance_extras, summarize_extras
+from ssl_ctc.cpu.plan import cpu_inference
+from ssl_ctc.ctc import greedy_decode
+from ssl_ctc.data import make_test_loader
+from ssl_ctc.precision import autocast
+
+
+def transcribe_batches(brain, batches, device, precision, lm_decoder, timers):
+    """Runs the model and the decoder over batches; adds the seconds spent
+    loading data, in the forward and decoding to ``timers``."""
+    ids, references, hypotheses, pending = [], [], [], []
+    extras = collections.defaultdict(list)
+    audio_seconds = 0.0
+    data_start = time.perf_counter()
+    for batch in batches:
+        wavs = batch.sig.data.to(device)
+        wav_lens = batch.sig.lengths.to(device)
+        forward_start = time.perf_counter()
+        timers["data"] += forward_start - data_start
+        # On CPU the precision is ``cpu_inference``'s plan, already entered.
+        with autocast(device, precision) if device.startswith("cuda") else contextlib.nullcontext():
+            output = brain.infer_batch(wavs, wav_lens)
+        synchronize(device)
+        decode_start = time.perf_counter()
+        timers["forward"] += decode_start - forward_start
+        log_probs = output["log_probs"].float()
+        if lm_decoder is None:
+            hypotheses.extend(greedy_decode(log_probs, output["lengths"], brain.tokenizer))
+        else:
+            pending.append(lm_decoder.submit(log_probs, output["lengths"]))
+        timers["decode"] += time.perf_counter() - decode_start
+        ids.extend(batch.id)
+        references.extend(words.split() for words in batch.wrd)
+        audio_seconds += float(batch.duration.sum())
+        for name, values in per_utterance_extras(output, len(batch.id)).items():
+            extras[name].append(values)
+        data_start = time.perf_counter()
+    wait_start = time.perf_counter()
+    for batch_result in pending:
+        hypotheses.extend(lm_decoder.collect(batch_result))
+    timers["decode"] += time.perf_counter() - wait_start
+    return ids, references, hypotheses, audio_seconds, extras
+
+
+def inference_path(brain, loader, device, precision):
+    """On CPU, ``cpu_inference`` over the brain's modules (its plan); on GPU, nothing (None).
+
+    The probe (the first test batch, loaded once and only if used) checks a reduced
+    precision's output against fp32 and times ``"auto"``'s candidates.
+    """
+    if device.startswith("cuda"):
+        return contextlib.nullcontext()
+    first_batch = []
+
+    def probe():
+        if not first_batch:
+            first_batch.append(next(iter(loader)))
+        signal = first_batch[0].sig
+        return brain.infer_batch(signal.data.to(device), signal.lengths.to(device))
+
+    return cpu_inference(brain.modules, precision, probe=probe)
+
+
+def run_inference_test(brain, dataset, settings, device, lm_decoder):
+    """Warm-up, then one timed pass over a test set; returns the measures."""
+    precision = settings.gpu_precision if device.startswith("cuda") else settings.cpu_precision
+    loader = make_test_loader(dataset, settings.batch_size)
+    with torch.inference_mode(), inference_path(brain, loader, device, precision) as plan:
+        precision = precision if plan is None else plan.precision
+        warmup_batches = itertools.islice(loader, settings.warmup_batches)
+        transcribe_batches(brain, warmup_batches, device, precision, lm_decoder,
+                           collections.Counter())
+        synchronize(device)
+        beam_search_before = lm_decoder.beam_search_time_s if lm_decoder else 0.0
+        timers = collections.Counter()
+        with PeakMemory(device) as memory:
+            start = time.perf_counter()
+            ids, references, hypotheses, audio_seconds, extras = transcribe_batches(
+                brain, loader, device, precision, lm_decoder, timers
+            )
+            wer_stats = ErrorRateStats()
+            cer_stats = ErrorRateStats(split_tokens=True)
+            wer_stats.append(ids, hypotheses, references)
+            cer_stats.append(ids, hypotheses, references)
+            wer, cer = wer_stats.summarize("error_rate"), cer_stats.summarize("error_rate")
+            total_time_s = time.perf_counter() - start
+    measures = {
+        "precision": precision,
+        "warmup_batches": settings.warmup_batches,
+        "num_utterances": len(ids),
+        "num_batches": math.ceil(len(ids) / settings.batch_size),
+        "audio_seconds": audio_seconds,
+        "total_time_s": total_time_s,
+        "forward_time_s": timers["forward"],
+        "decode_time_s": timers["decode"],
+        "data_time_s": timers["data"],
+        "real_time_factor": total_time_s / audio_seconds,
+        "inverse_real_time_factor": audio_seconds / total_time_s,
+        "ms_per_utterance": 1000 * total_time_s / len(ids),
+        "peak_memory_mb": memory.peak_mb,  # this test's peak above what was resident before it
+        "peak_memory_kind": memory.kind,
+        "resident_memory_before_mb": memory.resident_before_mb,
+        "wer": wer,
+        "cer": cer,
+        "wer_details": {
+            key: wer_stats.summarize(key)
+            for key in ("num_scored_tokens", "insertions", "deletions", "substitutions")
+        },
+        "extras": summarize_extras(extras),
+    }
+    if plan is not None:
+        measures.update(plan.record())
+    if lm_decoder is not None:
+        measures["lm_beam_search_time_s"] = lm_decoder.beam_search_time_s - beam_search_before
+    return measures
+
+
+def run_mac_test(brain, dataset, settings):
+    """Counts the MACs of ``mac_batches`` test batches spread evenly over the sorted set, on CPU."""
+    loader = make_test_loader(dataset, settings.batch_size)
+    counted = evenly_spaced_indices(len(loader), settings.mac_batches)
+    aten_macs, hook_macs, extras = [], [], collections.defaultdict(list)
+    audio_seconds, utterances = 0.0, 0
+    start = time.perf_counter()
+    for index, batch in enumerate(loader):
+        if index not in counted:
+            continue
+        macs, output = count_macs(brain.infer_batch, batch.sig.data, batch.sig.lengths)
+        aten_macs.append(macs)
+        hook_macs.append(
+            count_module_hook_macs(
+                brain.infer_batch, brain.modules, batch.sig.data, batch.sig.lengths
+            )
+        )
+        audio_seconds += float(batch.duration.sum())
+        utterances += len(batch.id)
+        for name, values in per_utterance_extras(output, len(batch.id)).items():
+            extras[name].append(values)
+    return {
+        "precision": "fp32",
+        "counter": "ptflops aten backend + SDPA formulas",
+        "num_batches": len(aten_macs),
+        "num_utterances": utterances,
+        "audio_seconds": audio_seconds,
+        "gmacs_per_batch": sum(aten_macs) / len(aten_macs) / 1e9,
+        "gmacs_per_audio_second": sum(aten_macs) / audio_seconds / 1e9,
+        "gmacs_per_batch_module_hooks": sum(hook_macs) / len(hook_macs) / 1e9,
+        "gmacs_per_audio_second_module_hooks": sum(hook_macs) / audio_seconds / 1e9,
+        "parameters": sum(p.numel() for p in brain.modules.parameters()),
+        "count_time_s": time.perf_counter() - start,
+        "extras": summarize_extras(extras),
+    }
+
+
+@contextlib.contextmanager
+def brain_on(brain, device):
+    """Moves the brain's modules to a device in eval mode; restores device and
+    mode afterwards."""
+    original_device = brain.device
+    training_modes = {module: module.training for module in brain.modules.modules()}
+    brain.modules.to(device)
+    brain.device = device
+    brain.modules.eval()
+    try:
+        yield
+    finally:
+        brain.modules.to(original_device)
+        brain.device = original_device
+        for module, training in training_modes.items():
+            module.training = training
