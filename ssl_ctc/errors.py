@@ -1,4 +1,4 @@
-"""Errors the recipe raises for bad configuration.
+"""Errors the recipe raises for bad configuration (the strategy scripts print them as one line).
 
 Usage::
 
@@ -8,3 +8,7 @@ Usage::
 
 class ConfigurationError(ValueError):
     """Raised for a YAML key or command-line override with an impossible value."""
+
+
+class MissingFileError(ConfigurationError, FileNotFoundError):
+    """Raised when a file that a YAML key or override names does not exist (e.g. ``lm_path``)."""

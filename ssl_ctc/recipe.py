@@ -285,15 +285,15 @@ def snapshot_calling_script(output_folder, caller_frame):
     """Keep the strategy script in the experiment folder, not this module.
 
     SpeechBrain's ``create_experiment_directory`` copies the file that calls it
-    (here, ``ssl_ctc/recipe.py``) as the snapshot of what ran; the file that
-    called ``run_recipe`` (``downsampled_train.py``...) is the one that says it.
+    (here, ``ssl_ctc/recipe.py``) as the snapshot of what ran; the first file outside
+    this module on the call stack (``downsampled_train.py``...) is the one that says it.
 
     Arguments
     ---------
     output_folder : str or Path
         The experiment folder.
     caller_frame : frame
-        The frame that called ``run_recipe``.
+        The frame that called ``run_recipe`` (``main`` in this module, or a script).
     """
     copied = Path(output_folder) / Path(__file__).name
     if copied.is_file() and filecmp.cmp(copied, __file__, shallow=False):
@@ -302,6 +302,8 @@ def snapshot_calling_script(output_folder, caller_frame):
     if caller is not None and getattr(caller, "__file__", None):
         shutil.copy(os.path.realpath(caller.__file__), output_folder)
 
+    while caller_frame is not None and inspect.getmodule(caller_frame) is sys.modules[__name__]:
+        caller_frame = caller_frame.f_back
 
 def warn_ctc_shortfalls(brain, train_data):
     """Log a warning when the strategy leaves CTC fewer frames than characters."""

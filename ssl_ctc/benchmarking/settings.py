@@ -12,6 +12,7 @@ import math
 import re
 from pathlib import Path
 
+from ssl_ctc.errors import MissingFileError
 from ssl_ctc.lm_decoding import LM_DEFAULTS, LM_PACKAGES, is_arpa
 from ssl_ctc.precision import CPU_PRECISIONS, GPU_PRECISIONS
 
@@ -171,10 +172,11 @@ class BenchmarkSettings:
     def _validate_lm(self):
         """Checks the LM files and packages."""
         if not Path(self.lm_path).is_file():
-            raise FileNotFoundError(f"lm_path: no such file: {self.lm_path}")
+            raise MissingFileError(f"lm_path: no such file: {self.lm_path}")
         if self.lm_unigrams_path is not None:
             if not Path(self.lm_unigrams_path).is_file():
-                raise FileNotFoundError(f"lm_unigrams_path: no such file: {self.lm_unigrams_path}")
+                raise MissingFileError(
+                    f"lm_unigrams_path: no such file: {self.lm_unigrams_path}")
         elif not is_arpa(self.lm_path):
             raise ValueError(
                 f"lm_unigrams_path is needed with a binary KenLM model "
