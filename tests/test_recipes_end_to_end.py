@@ -120,6 +120,8 @@ def test_early_exiting_script_debug_with_threshold_sweep(tiny_encoders, embedded
     # threshold 0 never fires before the last exit; 10 nats always fires at the first one
     assert greedy["EE H<0"]["extras"]["exit_layers"]["mean"] == 3
     assert greedy["EE H<10"]["extras"]["exit_layers"]["mean"] == 2
+    # the trained configuration is told apart from the points of the sweep
+    assert {name for name, record in greedy.items() if record["configured"]} == {"EE H<0.5"}
     macs = {record["name"]: record["gmacs_per_batch"] for record in records
             if record["test"] == "macs"}
     assert macs["EE H<10"] < macs["EE H<0"]

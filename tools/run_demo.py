@@ -105,8 +105,11 @@ def print_overview(output_root):
         with open(os.path.join(folder, "benchmark.json"), encoding="utf-8") as records_file:
             records = json.load(records_file)
         measured = [record for record in records if record.get("status") == "ok"]
-        greedy = [record for record in measured if record["test"] == "cpu_greedy"]
-        with_lm = [record for record in measured if record["test"] == "cpu_lm"]
+        # an early-exit folder's row is its configured criterion, not the last swept threshold
+        greedy = [record for record in measured if record["test"] == "cpu_greedy"
+                  and record.get("configured", True)]
+        with_lm = [record for record in measured if record["test"] == "cpu_lm"
+                   and record.get("configured", True)]
         if not greedy:
             continue
         latest = greedy[-1]
