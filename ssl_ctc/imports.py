@@ -7,6 +7,9 @@ Usage::
 
 import importlib
 
+# The recipe's installable package (pyproject.toml): what an inference folder needs.
+PACKAGE_NAME = "ssl-faster-inference-recipe"
+
 
 def importable_class_name(cls):
     """Dotted name of ``cls``, or of its nearest base that can be imported by name.

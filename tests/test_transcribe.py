@@ -442,3 +442,32 @@ def test_a_moved_experiment_is_read_from_its_own_files(experiments, test_clean, 
     status, texts, _, _ = run_transcribe(capsys, moved, *good)
     assert status == 0 and len(texts) == 2
     assert str(original) not in (moved / "inference" / "hyperparams.yaml").read_text()
+
+
+def test_a_folder_loads_anywhere_with_the_installed_package(experiments, test_clean, tmp_path):
+    """The recipe's package installed, the folder copied away, the repository off the path."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "librispeech_prepare.py", "ssl_ctc", "early_exiting"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
+        copy(REPO / name, source / name)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--target", str(site), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(experiments["CL3"][0] / "inference", elsewhere / "CL3")
+    utterance, audio = sorted(audio_paths(test_clean).items())[0]
+    script = (
+        "import importlib.util, ssl_ctc\n"
+        "assert importlib.util.find_spec('transcribe') is None  # the checkout is off the path\n"
+        "from speechbrain.inference.ASR import EncoderASR\n"
+        "asr = EncoderASR.from_hparams(source='CL3', savedir='cache')\n"
+        f"print(ssl_ctc.__file__)\nprint(asr.transcribe_file({str(audio)!r}))\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, capture_output=True,
+                         text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    location, text = run.stdout.strip().splitlines()[-2:]
+    assert location.startswith(str(site))
+    assert text == benchmark_hypotheses(experiments["CL3"][1], test_clean)[utterance]

@@ -15,7 +15,7 @@ import json
 
 import yaml
 
-from ssl_ctc.imports import importable_class_name
+from ssl_ctc.imports import PACKAGE_NAME, importable_class_name
 from ssl_ctc.inference.loading import INFERENCE_FORMAT_VERSION, SSL_CONFIG_FOLDER
 from ssl_ctc.inference.runtime import (
     ConfigOnlySSLEncoder,
@@ -132,7 +132,8 @@ def inference_hparams_yaml(brain, module_names, lm_settings):
 #   from speechbrain.inference.ASR import EncoderASR
 #   asr = EncoderASR.from_hparams(source="<this folder>", savedir="<a cache folder>")
 #   asr.transcribe_file("speech.flac")
-# The modules are this recipe's own (ssl_ctc, early_exiting): its code must be importable.
+# The modules are this recipe's own (ssl_ctc, early_exiting): pip install the recipe
+# (package {PACKAGE_NAME}) or run from a checkout of it.
 # LM beam search (the benchmark's pyctcdecode + KenLM): overrides={{"lm_path": "4-gram.arpa"}}.
 
 inference_format_version: {INFERENCE_FORMAT_VERSION}

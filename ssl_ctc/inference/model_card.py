@@ -12,7 +12,7 @@ Usage::
 import json
 
 from ssl_ctc.benchmarking.records import latest_records
-from ssl_ctc.imports import importable_class_name
+from ssl_ctc.imports import PACKAGE_NAME, importable_class_name
 from ssl_ctc.inference.loading import (
     CUSTOM_INTERFACE_FILE,
     INFERENCE_FORMAT_VERSION,
@@ -133,8 +133,10 @@ skipped (no GPU, no LM).
 
 ## Use it
 
-The modules are the recipe's own (`ssl_ctc`, `early_exiting`): run from a checkout of the recipe
-(or with it on `PYTHONPATH`). Nothing is downloaded: the encoder is built from the configuration
+The modules are the recipe's own (`ssl_ctc`, `early_exiting`): install its package
+(`pip install <path or URL of the recipe>`, named `{PACKAGE_NAME}`) or run from a
+checkout of it; the folder can live anywhere. Nothing is downloaded: the encoder is built
+from the configuration
 in `hyperparams.yaml` (the same as `{SSL_CONFIG_FOLDER}/config.json` and
 `{SSL_CONFIG_FOLDER}/preprocessor_config.json`) and loads the weights in this folder.
 
