@@ -6,7 +6,7 @@ from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
 
 from ssl_ctc.cpu.attention import FastWavLMAttention
 from ssl_ctc.cpu.check import MODULE_TOLERANCE, OUTPUT_TOLERANCE, relative_error
-from ssl_ctc.cpu.kernels import KERNELS, int8_kernel
+from ssl_ctc.cpu.kernels import KERNELS, int8_kernel, usable_fp32_backends
 from ssl_ctc.cpu.machine import has_bf16_instructions
 from ssl_ctc.cpu.path import FRONT_ENDS, CpuInferencePath, CpuPaths
 from ssl_ctc.cpu.plan import cpu_inference
@@ -228,3 +228,28 @@ def test_check_passes_on_a_correct_kernel():
         assert plan.precision == precision and plan.fallbacks == {}
         assert plan.check["output_error"] <= OUTPUT_TOLERANCE[precision]
         assert plan.check["layers_checked"] > 0
+
+
+@pytest.mark.parametrize("fault", ["missing operator", "wrong result"])
+def test_a_private_kernel_that_breaks_is_left_out(monkeypatch, fault):
+    """oneDNN's packed kernel uses private torch operators: if they go, aten runs instead."""
+
+    def broken_onednn(linear):
+        if fault == "missing operator":
+            raise AttributeError("no such operator: mkldnn._reorder_linear_weight")
+        return lambda inputs: torch.zeros(*inputs.shape[:-1], linear.out_features)
+
+    monkeypatch.setitem(KERNELS, "onednn", broken_onednn)
+    assert usable_fp32_backends() == ("aten",)
+    modules = _model(WavLMConfig, WavLMModel)
+    wavs, mask = _padded_batch()
+    with torch.inference_mode():
+        expected = _forward(modules, wavs, mask)
+        with cpu_inference(modules, "fp32") as plan:
+            output = _forward(modules, wavs, mask)
+    assert plan.backend == "aten"
+    assert sorted(plan.measurements["fp32_backend_gmacs_per_s"]) == ["aten"]
+    assert (output - expected).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="'onednn' does not work in torch"):
+        with cpu_inference(modules, "fp32", "onednn"):
+            pass

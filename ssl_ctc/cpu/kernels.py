@@ -134,6 +134,33 @@ def linear_gmacs_per_s(kernel_factory, linear, rows=PROBE_ROWS, repeats=PROBE_RE
     return rows * linear.in_features * linear.out_features / median / 1e9
 
 
+def usable_fp32_backends():
+    """The fp32 backends that work in this torch: each gives ``F.linear``'s result on a probe.
+
+    ``onednn`` calls private operators (``torch.ops.mkldnn._reorder_linear_weight``,
+    ``_linear_pointwise``) that a torch release may change or drop: where they are
+    missing, fail or disagree with ``F.linear``, only ``aten`` is used.
+
+    Example
+    -------
+    >>> "aten" in usable_fp32_backends()
+    True
+    """
+    linear = torch.nn.Linear(8, 4)
+    inputs = torch.randn(3, 8)
+    usable = []
+    with torch.inference_mode():
+        expected = F.linear(inputs, linear.weight, linear.bias)
+        for backend in FP32_BACKENDS:
+            try:
+                exact = torch.allclose(KERNELS[backend](linear)(inputs), expected, atol=1e-5)
+            except (AttributeError, RuntimeError, TypeError):  # an operator missing or changed
+                exact = False
+            if exact:
+                usable.append(backend)
+    return tuple(usable)
+
+
 def choose_fp32_backend(linears, backends=FP32_BACKENDS):
     """The fastest exact fp32 backend at the widest linear layer, and what was measured.
 
@@ -142,7 +169,8 @@ def choose_fp32_backend(linears, backends=FP32_BACKENDS):
     linears : list of torch.nn.Linear
         The layers that will run it.
     backends : tuple of str
-        Candidates (keys of ``KERNELS``).
+        Candidates (keys of ``KERNELS``); those not usable here (``usable_fp32_backends``)
+        are left out.
 
     Returns
     -------
@@ -155,6 +183,7 @@ def choose_fp32_backend(linears, backends=FP32_BACKENDS):
     >>> backend in FP32_BACKENDS, sorted(rates) == sorted(FP32_BACKENDS)
     (True, True)
     """
+    backends = [backend for backend in backends if backend in usable_fp32_backends()]
     widest = max(linears, key=lambda linear: linear.weight.numel())
     rates = {}
     for _ in range(2):  # alternated, so that a load change does not favour one

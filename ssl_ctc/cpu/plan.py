@@ -41,6 +41,7 @@ from ssl_ctc.cpu.kernels import (
     choose_fp32_backend,
     median_seconds,
     plain_linears,
+    usable_fp32_backends,
 )
 from ssl_ctc.cpu.machine import BF16_INSTRUCTIONS, cpu_flags, has_bf16_instructions
 from ssl_ctc.cpu.path import CpuPaths, choose_front_end, matmul_front_ends
@@ -144,6 +145,9 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
                          f"(expected one of {CPU_PRECISIONS})")
     if backend not in ("auto", *FP32_BACKENDS):
         raise ValueError(f"unknown CPU backend {backend!r} (expected auto or {FP32_BACKENDS})")
+    if backend != "auto" and backend not in usable_fp32_backends():
+        raise ValueError(f"CPU backend {backend!r} does not work in torch {torch.__version__} "
+                         "(its operators are missing or disagree with F.linear): use aten or auto")
     measurements = {}
     linears = plain_linears(modules)
     fp32_backend = backend
