@@ -7,13 +7,16 @@ channels mixed down), folders of audio files, or text files listing paths. Files
 longer than ``--window_seconds`` are cut into overlapping windows joined before
 decoding. Lines come in input order; an input that cannot be transcribed gets a
 message naming it on stderr, the others are still transcribed, and the exit status
-is then 1 (2 when the model cannot be loaded).
+is then 1 (2 when the model cannot be loaded). ``--runtime onnxruntime`` or ``openvino``
+runs the folder's exported ONNX graph (``python -m ssl_ctc.inference export FOLDER
+--format onnx [--int8]``) in place of the PyTorch model; the rest is the same.
 
 Usage::
 
     python transcribe.py results/demo/SD2 audio.flac more.wav
     python transcribe.py results/demo/SD2 audio_folder/ --lm embedded/LibriSpeech/4-gram.arpa
     python transcribe.py results/demo/SD2/inference list.txt --precision int8 --batch_size 8
+    python transcribe.py results/demo/SD2 audio.flac --runtime openvino --precision int8
 """
 
 import argparse
@@ -26,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the folder holds everything: nev
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from ssl_ctc.inference.deploy import RUNTIMES, RuntimeMissingError  # noqa: E402
 from ssl_ctc.inference.loading import InferenceFolderError  # noqa: E402
 from ssl_ctc.inference.transcription import AudioInputError, transcribe_files  # noqa: E402
 from ssl_ctc.precision import PRECISIONS  # noqa: E402
@@ -46,16 +50,20 @@ def parse_arguments(argv):
                         help="KenLM model (.arpa, .arpa.gz, .bin) for the beam search "
                              "(alpha, beta, beam width of the experiment)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                        help="the acoustic model in PyTorch (default), or the folder's exported "
+                             "ONNX graph in ONNX Runtime or OpenVINO (CPU; fp32 or int8)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32; bf16; int8 (CPU: dynamic quantisation); auto (CPU: bf16 where "
-                             "checked and faster); fp16 (GPU)")
+                        help="fp32; bf16; int8 (CPU: dynamic quantisation; ONNX runtimes: the "
+                             "int8 graph); auto (CPU: bf16 where checked and faster); fp16 (GPU)")
     parser.add_argument("--batch_size", type=int, default=4,
                         help="utterances per batch, sorted by duration (default: 4)")
     parser.add_argument("--window_seconds", type=float, default=30.0,
                         help="longer files are cut into windows of this length (default: 30)")
     parser.add_argument("--overlap_seconds", type=float, default=4.0,
                         help="overlap of consecutive windows (default: 4)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (torch, or the ONNX runtime's)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     return parser.parse_args(argv)
 
@@ -105,9 +113,10 @@ def run(arguments):
             arguments.folder, arguments.inputs, device=arguments.device,
             precision=arguments.precision, lm_path=arguments.lm,
             batch_size=arguments.batch_size, window_seconds=arguments.window_seconds,
-            overlap_seconds=arguments.overlap_seconds,
+            overlap_seconds=arguments.overlap_seconds, runtime=arguments.runtime,
+            threads=arguments.threads,
         )
-    except (InferenceFolderError, AudioInputError, ValueError) as error:
+    except (InferenceFolderError, AudioInputError, RuntimeMissingError, ValueError) as error:
         logger.error(f"error: {error}")
         return 2
     failed = 0
@@ -120,8 +129,8 @@ def run(arguments):
     audio_seconds = sum(result.seconds for result in results)
     logger.info(
         f"{len(results) - failed} of {len(results)} inputs transcribed, {audio_seconds:.1f} s of "
-        f"audio in {seconds:.2f} s ({arguments.precision}, {arguments.device}, batch "
-        f"{arguments.batch_size}; model loaded in {load_seconds:.2f} s)"
+        f"audio in {seconds:.2f} s ({arguments.runtime}, {arguments.precision}, "
+        f"{arguments.device}, batch {arguments.batch_size}; model loaded in {load_seconds:.2f} s)"
     )
     return 1 if failed else 0
 

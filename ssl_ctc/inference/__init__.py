@@ -10,9 +10,12 @@
 - ``writer``: the folder written, checked against the Brain and swapped in;
   ``python -m ssl_ctc.inference``;
 - ``transcription``: audio files to transcripts (``transcribe.py``);
-- ``onnx_export``: a Brain's acoustic model as ONNX, run by ONNX Runtime.
+- ``onnx_export``: the acoustic model as one ONNX graph, checked against PyTorch before it is
+  written (``python -m ssl_ctc.inference export``);
+- ``deploy``: that graph run by ONNX Runtime or OpenVINO (``transcribe.py --runtime``).
 
 Usage::
 
     python -m ssl_ctc.inference results/demo/SD2    # (re)write an experiment's inference folder
+    python -m ssl_ctc.inference export results/demo/SD2 --format onnx --int8
 """

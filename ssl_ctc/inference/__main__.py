@@ -1,4 +1,8 @@
-"""``python -m ssl_ctc.inference EXPERIMENT...``: (re)write experiments' inference folders."""
+"""``python -m ssl_ctc.inference EXPERIMENT...``: (re)write experiments' inference folders.
+
+``python -m ssl_ctc.inference export FOLDER... --format onnx [--int8]``: export their
+acoustic models to ONNX, checked against PyTorch (``ssl_ctc.inference.onnx_export``).
+"""
 
 import sys
 

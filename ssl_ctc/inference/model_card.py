@@ -2,11 +2,14 @@
 
 The Brain adds its strategy's lines (``inference_card_lines``) and, when it has its
 own interface for SpeechBrain's ``foreign_class`` (``inference_interface``), how to
-call it; the benchmark's numbers come from the experiment's ``benchmark.json``.
+call it; the benchmark's numbers come from the experiment's ``benchmark.json``. Exporting
+the folder to ONNX (``python -m ssl_ctc.inference export``) adds a section listing the
+graphs and their checks (``exported_graphs_section``).
 
 Usage::
 
     text = model_card(brain, brain.experiment_tags(), records, "CKPT+...", "results/SD2/inference")
+    text = with_section(text, exported_graphs_section(manifest["onnx"], "results/SD2/inference"))
 """
 
 import json
@@ -165,3 +168,84 @@ huggingface-cli upload <user>/<model-name> {folder_name} .
 - `*.ckpt`: weights of each module (`{TOKENIZER_FILE}`: the label encoder, text)
 - `{SSL_CONFIG_FOLDER}/`: the SSL encoder's Hugging Face `config.json`, `preprocessor_config.json`
 """
+
+
+EXPORTED_GRAPHS_HEADING = "## Exported graphs (ONNX)"
+
+
+def describe_check(precision, check):
+    """One line on an exported graph's check against the PyTorch model (``onnx_export``).
+
+    Example
+    -------
+    >>> print(describe_check("fp32", {"utterances": 45, "lengths_equal": True,
+    ...     "tolerance": 1e-3, "max_abs_log_prob_diff": 2e-6, "transcripts_differing": 0,
+    ...     "wer": 21.7, "wer_torch": 21.7}))
+    log-probs within 2.0e-06 of PyTorch on valid frames (tolerance 1.0e-03), exact lengths,
+    0 of 45 greedy transcripts differ; WER 21.70 (PyTorch 21.70)
+    """
+    lengths = "exact lengths" if check["lengths_equal"] else "LENGTHS DIFFER"
+    differing = (f"{check['transcripts_differing']} of {check['utterances']} greedy transcripts "
+                 "differ")
+    if precision == "fp32":
+        return (f"log-probs within {check['max_abs_log_prob_diff']:.1e} of PyTorch on valid "
+                f"frames (tolerance {check['tolerance']:.1e}), {lengths}, {differing}; "
+                f"WER {check['wer']:.2f} (PyTorch {check['wer_torch']:.2f})")
+    increase = check["wer"] - check["wer_torch"]
+    return (f"WER {check['wer']:.2f} vs {check['wer_torch']:.2f} in PyTorch fp32 "
+            f"({increase:+.2f}, bound +{check['max_wer_increase']:.2f}), {differing}, "
+            f"{lengths}, largest log-prob difference {check['max_abs_log_prob_diff']:.2f}")
+
+
+def exported_graphs_section(entry, folder_name):
+    """The card's section on the exported graphs: files, checks, how to run them.
+
+    Arguments
+    ---------
+    entry : dict
+        The ``onnx`` entry of ``inference.json``.
+    folder_name : str
+        The folder as the usage examples name it.
+
+    Returns
+    -------
+    str
+    """
+    rows = "\n".join(
+        f"| `{entry[precision]}` | {precision} | {describe_check(precision, check)} |"
+        for precision, check in entry["check"].items())
+    check = entry["check"]["fp32"]
+    int8, int8_usage = "", ""
+    if "int8" in entry:
+        int8 = f" int8: {entry['int8_quantization']}."
+        int8_usage = (f"\npython transcribe.py {folder_name} audio.flac --runtime openvino "
+                      "--precision int8")
+    return f"""{EXPORTED_GRAPHS_HEADING}
+
+The whole acoustic model (every module above, CTC log-probs and exact frame lengths) as ONNX
+(opset {entry['opset']}; inputs `wavs` [batch, samples] and `wav_lens` (relative lengths),
+outputs `log_probs` and `lengths`; dynamic batch and time axes), written by
+`python -m ssl_ctc.inference export` and checked against the PyTorch model on {check['data']}
+({check['utterances']} utterances, padded batches of {check['batch_size']}).{int8}
+
+| file | precision | check |
+|---|---|---|
+{rows}
+
+```bash
+python transcribe.py {folder_name} audio.flac --runtime onnxruntime   # or openvino{int8_usage}
+```
+"""
+
+
+def with_section(card, section):
+    """The card with its exported-graphs section replaced by ``section`` (added at the end).
+
+    Example
+    -------
+    >>> card = with_section("# SD2\\n", EXPORTED_GRAPHS_HEADING + "\\nold\\n")
+    >>> with_section(card, EXPORTED_GRAPHS_HEADING + "\\nnew\\n")
+    '# SD2\\n\\n## Exported graphs (ONNX)\\nnew\\n'
+    """
+    head = card.split("\n" + EXPORTED_GRAPHS_HEADING)[0].rstrip("\n")
+    return f"{head}\n\n{section}"

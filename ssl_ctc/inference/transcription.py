@@ -7,11 +7,14 @@ trained Brain's ``infer_batch`` with each utterance's exact frame lengths, then
 decoded greedily or with the benchmark's LM beam search, so the transcripts are
 the benchmark's. Files longer than ``window_seconds`` are cut into overlapping
 windows whose CTC log-probs are joined at the middle of each overlap before one
-decoding.
+decoding. With ``runtime="onnxruntime"`` or ``"openvino"`` only the acoustic model
+changes: the folder's exported ONNX graph (``ssl_ctc.inference.deploy``) runs in place
+of the PyTorch model, behind the same ``infer_batch``.
 
 Usage::
 
     transcriber = Transcriber("results/demo/SD2", precision="fp32")
+    transcriber = Transcriber("results/demo/SD2", runtime="openvino", precision="int8")
     results = transcriber.transcribe(["a.flac", "b.wav"])   # [TranscriptionResult, ...]
 """
 
@@ -29,6 +32,7 @@ from speechbrain.dataio.preprocess import AudioNormalizer
 
 from ssl_ctc.cpu.plan import cpu_inference
 from ssl_ctc.encoder import SAMPLE_RATE
+from ssl_ctc.inference.deploy import GRAPH_FILES, RUNTIMES, load_exported_model
 from ssl_ctc.inference.loading import load_inference_encoder
 from ssl_ctc.inference.runtime import decode_words
 from ssl_ctc.precision import PRECISIONS, autocast, precisions_of
@@ -216,7 +220,8 @@ class Transcriber:
     precision : str
         On CPU the five tests' CPU path (``ssl_ctc.cpu.plan``): ``fp32`` (the fastest
         exact kernel), ``bf16``, ``int8`` (dynamic, every linear layer) or ``auto``; on
-        GPU ``fp32``, ``fp16`` or ``bf16`` autocast.
+        GPU ``fp32``, ``fp16`` or ``bf16`` autocast. With an ONNX runtime, the exported
+        graph: ``fp32`` (``model.onnx``) or ``int8`` (``model.int8.onnx``).
     lm_path : str, optional
         KenLM model for the beam search (the folder's alpha, beta and beam width).
     batch_size : int
@@ -225,10 +230,22 @@ class Transcriber:
         Longer files are cut into windows of this length...
     overlap_seconds : float
         ...overlapping by this much.
+    runtime : str
+        Where the acoustic model runs: ``torch`` (the PyTorch model), ``onnxruntime`` or
+        ``openvino`` (the folder's exported graph, on CPU).
+    threads : int, optional
+        CPU threads of the ONNX runtime (None: its default); unused by ``torch``, whose
+        threads are ``torch.set_num_threads``'s.
     """
 
     def __init__(self, folder, device="cpu", precision="fp32", lm_path=None, batch_size=4,
-                 window_seconds=30.0, overlap_seconds=4.0):
+                 window_seconds=30.0, overlap_seconds=4.0, runtime="torch", threads=None):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime}")
+        if runtime != "torch" and (precision not in GRAPH_FILES or device != "cpu"):
+            raise ValueError(f"--runtime {runtime} runs the exported graph on the CPU in "
+                             f"{' or '.join(GRAPH_FILES)} (got --precision {precision}, "
+                             f"--device {device})")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision}")
         if precision not in precisions_of(device):
@@ -243,7 +260,14 @@ class Transcriber:
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
-        self.encoder, self.hparams, self.manifest = load_inference_encoder(folder, device=device)
+        self.runtime = runtime
+        if runtime == "torch":
+            self.encoder, self.hparams, self.manifest = load_inference_encoder(folder, device)
+            frame_grid = self.encoder.brain.frame_grid
+        else:
+            self.encoder, self.hparams, self.manifest = load_exported_model(
+                folder, runtime, precision, threads)
+            frame_grid = self.encoder.frame_grid
         self._path_active = False
         self.plan = None  # the CPU plan of the last block (what ``auto`` chose)
         self.tokenizer = self.hparams["tokenizer"]
@@ -253,7 +277,7 @@ class Transcriber:
             **{key: self.hparams[key] for key in ("lm_alpha", "lm_beta", "lm_beam_width")},
         }
         # Windows start on the encoder's frame grid, so their frames fall on the whole file's.
-        grid, self.frame_samples = self.encoder.brain.frame_grid()
+        grid, self.frame_samples = frame_grid()
         self.window = max(round(window_seconds * SAMPLE_RATE / grid), 1) * grid
         self.hop = max(round((window_seconds - overlap_seconds) * SAMPLE_RATE / grid), 1) * grid
         self.normalizer = AudioNormalizer(sample_rate=SAMPLE_RATE, mix="avg-to-mono")
@@ -263,7 +287,8 @@ class Transcriber:
         """The precision's inference path for a block (entered once, however deeply nested).
 
         On CPU ``ssl_ctc.cpu.plan.cpu_inference`` (measured once per block, modules
-        restored after it; ``plan`` says what it chose), on GPU autocast.
+        restored after it; ``plan`` says what it chose), on GPU autocast; nothing for an
+        exported graph (its runtime and file are its path).
 
         Arguments
         ---------
@@ -271,7 +296,7 @@ class Transcriber:
             A batch of the files to transcribe: the CPU plan checks a reduced precision's
             output on it and, for ``auto``, times bf16 against fp32 on it.
         """
-        if self._path_active:
+        if self._path_active or self.runtime != "torch":
             yield
             return
         probe = None

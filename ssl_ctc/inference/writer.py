@@ -14,6 +14,7 @@ gets it as ``custom_interface.py``.
 Usage::
 
     python -m ssl_ctc.inference results/demo/SD2    # (re)write it for an existing experiment
+    python -m ssl_ctc.inference export results/demo/SD2 --format onnx --int8   # add ONNX graphs
 
     from speechbrain.inference.ASR import EncoderASR
     asr = EncoderASR.from_hparams(source="results/demo/SD2/inference", savedir="/tmp/sd2")
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -182,9 +184,20 @@ def write_inference_folder(brain, folder=None, check=True):
 
 
 def main(argv=None):
-    """``python -m ssl_ctc.inference EXPERIMENT...``: (re)write their inference folders."""
+    """``python -m ssl_ctc.inference EXPERIMENT...``: (re)write their inference folders.
+
+    ``python -m ssl_ctc.inference export FOLDER... --format onnx [--int8]`` exports them
+    (``ssl_ctc.inference.onnx_export.export_main``; its exit status is returned); an
+    experiment folder named ``export`` is written with ``./export``.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:
+        from ssl_ctc.inference.onnx_export import export_main  # it imports this module
+
+        return export_main(argv[1:])
     parser = argparse.ArgumentParser(
-        description="Write <experiment>/inference/ (EncoderASR folder) for finished experiments."
+        description="Write <experiment>/inference/ (EncoderASR folder) for finished experiments; "
+                    "'export FOLDER --format onnx [--int8]' exports one to ONNX."
     )
     parser.add_argument("experiments", nargs="+", help="experiment (output) folders")
     arguments = parser.parse_args(argv)
