@@ -316,6 +316,11 @@ def _print_cpu_paths(cpu_paths):
                 print(f"  ONNX Runtime {name}: " + (onnx[name].get("error") or (
                     f"max abs log-prob diff from PyTorch fp32 "
                     f"{onnx[name]['max_abs_log_prob_diff']:.2e}")))
+        for name in ("openvino fp32", "openvino default"):
+            if name in onnx:
+                print(f"  OpenVINO {name.split()[1]}: " + (onnx[name].get("error") or (
+                    f"posteriors' relative error from PyTorch fp32 "
+                    f"{onnx[name]['relative_error']:.2e}")))
     peak = cpu_paths.get("theoretical_fp32_peak")
     best = cpu_paths["best_exact_fp32_matmul_gmacs_per_s"]
     print(f"  best exact fp32 GEMM (F.linear or oneDNN packed) {best:.1f} GMAC/s; the baseline "
