@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed-requirements
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint venv gpu-check
+.PHONY: demo test lint venv gpu-check paper-demo
 
 venv: $(INSTALLED)
 
@@ -29,3 +29,8 @@ lint: $(INSTALLED)
 # On a CUDA machine, before hours of training: the GPU paths in minutes ("skipped" without CUDA).
 gpu-check: $(INSTALLED)
 	$(VENV)/bin/python tools/gpu_check.py
+
+# Every row of the paper's grid at tiny scale on the embedded default (meant for ~20 min on 2 quiet
+# CPU cores), then the paper's table beside it: results/paper_demo/paper_comparison.md.
+paper-demo: $(INSTALLED)
+	$(VENV)/bin/python reproduce_paper.py --embedded
