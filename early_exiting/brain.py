@@ -95,13 +95,13 @@ class EarlyExitBrain(SSLCTCBrain):
             "exit_layers_available": self.hparams.exit_layers,
             "label": criterion.label,
             "baseline": False,
+            # the criterion the experiment is configured with, not a point of the sweep
+            "configured": criterion is self.modules.early_exit.criterion,
         }
 
     def inference_keys(self):
         """The base keys and the exits' (criterion and threshold stay keys of the YAML)."""
         return (*super().inference_keys(), "exit_layers", "exit_criterion", "exit_threshold",
-            # the criterion the experiment is configured with, not a point of the sweep
-            "configured": criterion is self.modules.early_exit.criterion,
                 "exit_layer", "exit_decision")
 
     def inference_modules_yaml(self):

@@ -298,12 +298,12 @@ def snapshot_calling_script(output_folder, caller_frame):
     copied = Path(output_folder) / Path(__file__).name
     if copied.is_file() and filecmp.cmp(copied, __file__, shallow=False):
         copied.unlink()
+    while caller_frame is not None and inspect.getmodule(caller_frame) is sys.modules[__name__]:
+        caller_frame = caller_frame.f_back
     caller = inspect.getmodule(caller_frame)
     if caller is not None and getattr(caller, "__file__", None):
         shutil.copy(os.path.realpath(caller.__file__), output_folder)
 
-    while caller_frame is not None and inspect.getmodule(caller_frame) is sys.modules[__name__]:
-        caller_frame = caller_frame.f_back
 
 def warn_ctc_shortfalls(brain, train_data):
     """Log a warning when the strategy leaves CTC fewer frames than characters."""
