@@ -47,15 +47,20 @@ class EarlyExitBrain(SSLCTCBrain):
         }
 
     def compute_ctc_loss(self, predictions, batch):
-        """Weighted sum of the exits' CTC losses (plain sum by default, as in the paper)."""
+        """Weighted sum of the exits' CTC losses (plain sum by default, as in the paper).
+
+        With a teacher, every exit head learns from it: each exit's loss mixes its CTC
+        loss with its own distillation term (no self-distillation from the deepest exit).
+        """
         if "exit_log_probs" not in predictions:
             return super().compute_ctc_loss(predictions, batch)
         weights = self.hparams.exit_loss_weights or {}
         exit_ctc_loss = super().compute_ctc_loss
         lengths = predictions["lengths"]  # the same frames at every exit
+        teacher = {key: predictions[key] for key in ("teacher",) if key in predictions}
         return sum(
             weights.get(layer, 1.0)
-            * exit_ctc_loss({"log_probs": log_probs, "lengths": lengths}, batch)
+            * exit_ctc_loss({"log_probs": log_probs, "lengths": lengths, **teacher}, batch)
             for layer, log_probs in predictions["exit_log_probs"].items()
         )
 

@@ -10,6 +10,7 @@ Usage::
 
 
 import contextlib
+import functools
 import gc
 import math
 
@@ -29,8 +30,34 @@ class SSLCTCBrain(sb.Brain):
     testing and the benchmark. A strategy's Brain overrides what differs: what
     runs before the head (``encode``), the head's frames (``ctc_logits``), the
     number of CTC frames per input (``ctc_frames``), and the fields naming the
-    experiment (``experiment_tags``).
+    experiment (``experiment_tags``). With a teacher (``use_teacher``), training adds
+    its distillation term to the CTC loss.
     """
+
+    distiller = None  # an ssl_ctc.distillation.Distiller, set by use_teacher
+
+    def use_teacher(self, distiller):
+        """Distil from a teacher: its term in the training loss, its identity in the records.
+
+        ``experiment_tags`` (whatever the strategy's) then returns the strategy's tags
+        with the teacher's (``Distiller.tags``), for the benchmark and the inference folder.
+
+        Arguments
+        ---------
+        distiller : ssl_ctc.distillation.Distiller
+            Prepared before the first epoch (``on_fit_start``).
+        """
+        self.distiller = distiller
+        strategy_tags = self.experiment_tags
+        self.experiment_tags = functools.wraps(strategy_tags)(
+            lambda *args, **kwargs: distiller.tags(strategy_tags(*args, **kwargs)))
+
+    def on_fit_start(self):
+        """SpeechBrain's (optimisers, checkpoint recovered), then the teacher if training runs."""
+        super().on_fit_start()
+        counter = self.hparams.epoch_counter
+        if self.distiller is not None and counter.current < counter.limit:
+            self.distiller.prepare(self)
 
     def encode(self, wavs, wav_lens):
         """Run the SSL encoder; return ``[B, T, H]`` features."""
@@ -86,7 +113,10 @@ class SSLCTCBrain(sb.Brain):
         return self.infer_batch(wavs, wav_lens)
 
     def compute_objectives(self, predictions, batch, stage):
-        """CTC loss; greedy decoding and error rates outside training."""
+        """CTC loss (with the teacher's term in training); greedy decoding and error rates
+        outside training (validation scores plain CTC, comparable with a plain run's)."""
+        if stage == sb.Stage.TRAIN and self.distiller is not None:
+            predictions = {**predictions, "teacher": self.distiller.teacher_outputs(batch)}
         loss = self.compute_ctc_loss(predictions, batch)
         if stage != sb.Stage.TRAIN:
             hypotheses = greedy_decode(
@@ -98,11 +128,18 @@ class SSLCTCBrain(sb.Brain):
         return loss
 
     def compute_ctc_loss(self, predictions, batch):
-        """CTC loss of ``predictions["log_probs"]`` over their valid frames (``lengths``)."""
+        """CTC loss of ``predictions["log_probs"]`` over their valid frames (``lengths``).
+
+        With the batch's ``teacher`` outputs in ``predictions``, mixed with the
+        distillation term: ``(1 - w) * CTC + w * T^2 * KL`` (``Distiller.mix``).
+        """
         log_probs = predictions["log_probs"]
         tokens, token_lens = batch.tokens
         frame_lens = predictions["lengths"].to(log_probs.dtype) / log_probs.shape[1]
-        return self.hparams.ctc_cost(log_probs, tokens, frame_lens, token_lens)
+        loss = self.hparams.ctc_cost(log_probs, tokens, frame_lens, token_lens)
+        if "teacher" not in predictions:
+            return loss
+        return self.distiller.mix(loss, predictions, self.frame_grid()[1])
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the error-rate trackers before validation and test."""
@@ -254,5 +291,8 @@ class SSLCTCBrain(sb.Brain):
         return None
 
     def inference_card_lines(self):
-        """The strategy's lines (Markdown items) in the model card's "What was trained"."""
-        return []
+        """The strategy's lines (Markdown items) in the model card's "What was trained".
+
+        The base gives the teacher's line of a distilled model.
+        """
+        return [] if self.distiller is None else self.distiller.card_lines()

@@ -28,6 +28,7 @@ from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.cpu.machine import available_cpu_cores
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import MERGED_TRAIN_CSV, count_ctc_shortfalls, dataio_prepare
+from ssl_ctc.distillation import Distiller, check_distillation
 from ssl_ctc.errors import ConfigurationError
 from ssl_ctc.inference.writer import write_inference_folder
 
@@ -223,6 +224,7 @@ def run_recipe(brain_class, argv=None, benchmark=None):
         sys.argv[1:] if argv is None else argv
     )
     check_brain_class(brain_class, hparams, hparams_file)
+    distillation = check_distillation(hparams)  # the teacher, before anything is written
     if not hparams["skip_prep"]:  # a wrong data_folder is named before its missing LM file
         check_layout(hparams["data_folder"], hparams["train_splits"] + hparams["dev_splits"]
                      + hparams["test_splits"])
@@ -256,6 +258,8 @@ def run_recipe(brain_class, argv=None, benchmark=None):
         checkpointer=hparams["checkpointer"],
     )
     brain.tokenizer = tokenizer
+    if distillation is not None:  # the teacher loads before the first epoch (on_fit_start)
+        brain.use_teacher(Distiller(distillation, train_data, csv_paths[MERGED_TRAIN_CSV]))
     warn_ctc_shortfalls(brain, train_data)
 
     if not brain.test_only:

@@ -1,0 +1,749 @@
+"""Knowledge distillation: a fast variant learns from a finished, full fine-tuned model.
+
+Any strategy script trains its student against a teacher, a finished experiment of this
+recipe, with the loss ``(1 - w) * CTC + w * T^2 * KL(teacher_T || student_T)``: the
+KL divergence between the teacher's and the student's posteriors softened by the
+temperature ``T``, averaged over each utterance's valid frames, then over the batch.
+Where the student emits CTC frames at another rate than the teacher (downsampling),
+its target on a frame is what the teacher emits within that frame's span of input
+samples (``span_log_posteriors``). The teacher runs frozen, in inference mode, once per
+training utterance: its posteriors are cached in the student's save folder before
+the first epoch (``distillation_cache``), or computed batch by batch.
+
+What trained the student is kept: the teacher's identity (folder, name, checkpoint,
+weights hash, test WER) goes to ``save/distillation_teacher.json``, to every
+benchmark record (``experiment_tags``, the name suffixed ``+KD``) and to the model
+card of the inference folder.
+
+Usage::
+
+    python downsampled_train.py hparams/downsampling.yaml --data_folder /path/to/LibriSpeech \\
+        --output_folder results/SD2_KD --teacher results/baseline \\
+        --distillation_weight 0.5 --distillation_temperature 2
+
+Authors
+ * Recipe team 2026
+"""
+
+import dataclasses
+import gc
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from ssl_ctc.benchmarking.records import RESULTS_JSON, latest_records
+from ssl_ctc.data import make_test_loader
+from ssl_ctc.errors import ConfigurationError
+from ssl_ctc.files import write_atomically
+from ssl_ctc.inference.loading import (
+    EXPERIMENT_HPARAMS,
+    INFERENCE_FOLDER,
+    MANIFEST,
+    _NamesOnlyLoader,
+    load_experiment_brain,
+)
+
+logger = logging.getLogger(__name__)
+
+# In the student's save folder: the teacher that trained it, and its cached posteriors.
+TEACHER_RECORD = "distillation_teacher.json"
+CACHE_FILE = "teacher_posteriors.pt"
+# Bumped when the cache file's content changes meaning.
+CACHE_FORMAT_VERSION = 1
+# The student's name and label in its records: "SD2 +KD", "x2 KD".
+NAME_SUFFIX = " +KD"
+# Keys of the teacher's saved hyperparams.yaml that must equal the student's.
+SAME_LABELS_KEYS = ("output_neurons", "blank_index")
+SAME_DATA_KEYS = ("sample_rate", "data_folder", "train_splits")
+# The settings that, once a student has trained with them, a resumed run must keep.
+RECORDED_SETTINGS = ("teacher", "distillation_weight", "distillation_temperature")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillationSettings:
+    """The checked distillation keys of a recipe YAML (see ``check_distillation``).
+
+    Arguments
+    ---------
+    teacher : pathlib.Path
+        The teacher's experiment folder, resolved.
+    weight : float
+        ``distillation_weight``, the share of the KL term in the loss.
+    temperature : float
+        ``distillation_temperature``.
+    cache : bool
+        ``distillation_cache``: the teacher's posteriors computed once, before the first epoch.
+    save_folder : pathlib.Path
+        The student's save folder (its record and cache go there).
+    blank_index : int
+        The CTC blank label (the teacher's too).
+    """
+
+    teacher: Path
+    weight: float
+    temperature: float
+    cache: bool
+    save_folder: Path
+    blank_index: int = 0
+
+
+def tempered_log_probs(log_probs, temperature):
+    """Log-posteriors softened by a temperature: ``log_softmax(logits / T)`` from log-probs.
+
+    Log-probs differ from the logits by a constant per frame, which the softmax removes,
+    so the cache can hold temperature-free log-probs.
+
+    Example
+    -------
+    >>> logits = torch.tensor([[2.0, 0.0, -1.0]])
+    >>> tempered = tempered_log_probs(logits.log_softmax(-1), 2.0)
+    >>> torch.allclose(tempered, (logits / 2).log_softmax(-1))
+    True
+    """
+    return torch.log_softmax(log_probs.float() / temperature, dim=-1)
+
+
+def frame_overlap_fractions(student_frames, student_stride, teacher_lengths, teacher_frames,
+                            teacher_stride):
+    """Fraction of each valid teacher frame that falls in each student frame's span of samples.
+
+    Frame ``j`` of a model with ``s`` input samples per CTC frame spans samples
+    ``[j s, (j + 1) s)``. A student frame past the teacher's last valid frame (a frame
+    more, from rounding) takes that last frame whole; padded teacher frames count for
+    nothing.
+
+    Arguments
+    ---------
+    student_frames : int
+        Padded student frames ``S``.
+    student_stride : float
+        Input samples per student CTC frame (``frame_grid()[1]``).
+    teacher_lengths : torch.Tensor
+        ``[B]`` valid teacher frames.
+    teacher_frames : int
+        Padded teacher frames ``T``.
+    teacher_stride : float
+        Input samples per teacher CTC frame.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, S, T]`` float32.
+
+    Example
+    -------
+    >>> frame_overlap_fractions(3, 480, torch.tensor([3]), 4, 320)[0]  # SD3, CTC x2
+    tensor([[1.0000, 0.5000, 0.0000, 0.0000],
+            [0.0000, 0.5000, 1.0000, 0.0000],
+            [0.0000, 0.0000, 1.0000, 0.0000]])
+    """
+    device = teacher_lengths.device
+    batch_size = teacher_lengths.shape[0]
+    student_start = torch.arange(student_frames, device=device, dtype=torch.float64)
+    student_start = student_start[None, :, None] * student_stride
+    teacher_start = torch.arange(teacher_frames, device=device, dtype=torch.float64)
+    teacher_start = teacher_start[None, None] * teacher_stride
+    overlap = (torch.minimum(student_start + student_stride, teacher_start + teacher_stride)
+               - torch.maximum(student_start, teacher_start)).clamp(min=0) / teacher_stride
+    valid = torch.arange(teacher_frames, device=device)[None] < teacher_lengths[:, None]
+    fractions = torch.where(valid[:, None], overlap, torch.zeros_like(overlap))
+    uncovered = fractions.sum(dim=-1) == 0  # past the teacher's last frame
+    last_frame = (teacher_lengths.long() - 1).clamp(min=0)
+    last = torch.nn.functional.one_hot(last_frame, teacher_frames).to(fractions.dtype)
+    fractions = torch.where(uncovered[..., None], last[:, None].expand(batch_size, -1, -1),
+                            fractions)
+    return fractions.float()
+
+
+# Log-probabilities are kept above this (a probability of 4e-44), so that a frame
+# outside a span (fraction 0) never multiplies an infinity.
+LOG_FLOOR = -100.0
+
+
+def log_one_minus(log_probs):
+    """``log(1 - p)`` from ``log p``, finite (within ``LOG_FLOOR``) even where ``p`` is 1."""
+    return torch.log(-torch.expm1(log_probs.clamp(max=-1e-7))).clamp(min=LOG_FLOOR)
+
+
+def span_log_posteriors(teacher_log_probs, teacher_lengths, student_frames, student_stride,
+                        teacher_stride, blank_index=0):
+    """The teacher's log-posteriors on the student's frames: what it emits within each span.
+
+    A student frame should emit a character when the teacher emits it in any frame
+    of the student frame's span of samples, and blank when the teacher emits only
+    blanks there. With the teacher's frames independent (CTC's assumption) and
+    ``a_i`` the fraction of teacher frame ``i`` in the span, label ``c`` gets
+    ``1 - prod (1 - p_i(c)) ** a_i`` and blank ``prod p_i(blank) ** a_i``, normalised
+    over the labels. At the same frame rate this is the teacher's frame itself (past
+    its last valid frame, that frame again); a student frame spanning a blank and a
+    character (SD2) learns the character, where averaging the two would give 50/50.
+
+    Arguments
+    ---------
+    teacher_log_probs : torch.Tensor
+        ``[B, T, V]`` the teacher's CTC log-probs (at temperature 1).
+    teacher_lengths : torch.Tensor
+        ``[B]`` its valid frames.
+    student_frames : int
+        Padded student frames.
+    student_stride, teacher_stride : float
+        Input samples per CTC frame of the student and of the teacher.
+    blank_index : int
+        The CTC blank label.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, student_frames, V]`` log-probabilities, float32.
+
+    Example
+    -------
+    >>> teacher = torch.tensor([[[.98, .01, .01], [.01, .98, .01], [.98, .01, .01],
+    ...                          [.98, .01, .01]]]).log()  # blank, A, blank, blank
+    >>> span_log_posteriors(teacher, torch.tensor([4]), 2, 640, 320).exp()  # SD2
+    tensor([[[0.0097, 0.9706, 0.0197],
+             [0.9602, 0.0199, 0.0199]]])
+    """
+    teacher_log_probs = teacher_log_probs.float()
+    if student_stride == teacher_stride and student_frames <= teacher_log_probs.shape[1]:
+        index = torch.minimum(torch.arange(student_frames, device=teacher_log_probs.device)[None],
+                              (teacher_lengths[:, None] - 1).clamp(min=0))
+        labels = teacher_log_probs.shape[-1]
+        return teacher_log_probs.gather(1, index[..., None].expand(-1, -1, labels))
+    fractions = frame_overlap_fractions(student_frames, student_stride, teacher_lengths,
+                                        teacher_log_probs.shape[1], teacher_stride)
+    log_probs = teacher_log_probs.clamp(min=LOG_FLOOR)
+    emitted = log_one_minus(torch.bmm(fractions, log_one_minus(log_probs)))
+    only_blank = torch.bmm(fractions, log_probs[..., blank_index:blank_index + 1])
+    label = torch.arange(log_probs.shape[-1], device=log_probs.device)
+    return torch.where(label == blank_index, only_blank, emitted).log_softmax(dim=-1)
+
+
+def utterance_kl(teacher_log_probs, student_log_probs, lengths):
+    """KL(teacher || student) per frame, averaged over each utterance's valid frames.
+
+    Arguments
+    ---------
+    teacher_log_probs : torch.Tensor
+        ``[B, S, V]`` teacher log-posteriors on the student's frames (finite).
+    student_log_probs : torch.Tensor
+        ``[B, S, V]`` student log-posteriors (at the same temperature).
+    lengths : torch.Tensor
+        ``[B]`` valid student frames: padded frames count for nothing, whatever they hold.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B]``: an utterance's value is the same alone and in any padded batch.
+
+    Example
+    -------
+    >>> student = torch.tensor([[[0.5, 0.5], [0.5, 0.5]]]).log()
+    >>> teacher = torch.tensor([[[0.5, 0.5], [0.8, 0.2]]]).log()
+    >>> utterance_kl(teacher, student, torch.tensor([2]))  # (0 + 0.1927) / 2
+    tensor([0.0964])
+    >>> utterance_kl(teacher, student, torch.tensor([1]))
+    tensor([0.])
+    """
+    frame_kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1)
+    valid = torch.arange(frame_kl.shape[1], device=frame_kl.device)[None] < lengths[:, None]
+    frame_kl = torch.where(valid, frame_kl, torch.zeros_like(frame_kl))
+    return frame_kl.sum(dim=1) / lengths.to(frame_kl.dtype).clamp(min=1)
+
+
+def distillation_loss(student_log_probs, student_lengths, teacher_log_probs, teacher_lengths,
+                      temperature, student_stride, teacher_stride, blank_index=0):
+    """``T^2`` times the batch mean of each utterance's frame-averaged KL(teacher_T || student_T).
+
+    Arguments
+    ---------
+    student_log_probs : torch.Tensor
+        ``[B, S, V]`` the student's CTC log-probs.
+    student_lengths : torch.Tensor
+        ``[B]`` its valid frames (``predictions["lengths"]``, exact).
+    teacher_log_probs : torch.Tensor
+        ``[B, T, V]`` the teacher's CTC log-probs.
+    teacher_lengths : torch.Tensor
+        ``[B]`` its valid frames.
+    temperature : float
+        Softens both distributions; ``T^2`` keeps the gradient's scale (Hinton et al. 2015).
+    student_stride, teacher_stride : float
+        Input samples per CTC frame of each (``frame_grid()[1]``): at different rates
+        the teacher is first taken over the student's frames (``span_log_posteriors``).
+    blank_index : int
+        The CTC blank label.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar, float32.
+
+    Example
+    -------
+    >>> log_probs = torch.randn(2, 5, 4).log_softmax(-1)
+    >>> lengths = torch.tensor([5, 3])
+    >>> float(distillation_loss(log_probs, lengths, log_probs, lengths, 2.0, 320, 320))
+    0.0
+    """
+    teacher = span_log_posteriors(teacher_log_probs, teacher_lengths.to(student_log_probs.device),
+                                  student_log_probs.shape[1], student_stride, teacher_stride,
+                                  blank_index)
+    teacher = tempered_log_probs(teacher, temperature)
+    student = tempered_log_probs(student_log_probs, temperature)
+    return temperature ** 2 * utterance_kl(teacher, student, student_lengths).mean()
+
+
+def alignment_name(student_stride, teacher_stride):
+    """How the student's frames meet the teacher's, for records and the model card.
+
+    Example
+    -------
+    >>> alignment_name(320, 320), alignment_name(480.0, 320)
+    ('frame by frame', "the teacher's emissions over each student frame (480 vs 320 samples)")
+    """
+    if student_stride == teacher_stride:
+        return "frame by frame"
+    return (f"the teacher's emissions over each student frame ({student_stride:g} vs "
+            f"{teacher_stride:g} samples)")
+
+
+def weights_sha256(modules):
+    """SHA-256 of a module's parameters and buffers, in key order: the teacher's identity.
+
+    Example
+    -------
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> weights_sha256(layer) == weights_sha256(torch.nn.Linear(2, 2))
+    False
+    >>> len(weights_sha256(layer))
+    64
+    """
+    digest = hashlib.sha256()
+    for key, value in sorted(modules.state_dict().items()):
+        digest.update(key.encode("utf-8"))
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def file_sha256(path):
+    """SHA-256 of a file's bytes (the training CSV keys the cache)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as opened:
+        for block in iter(lambda: opened.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def teacher_experiment_folder(teacher):
+    """The teacher's experiment folder: the folder given, or the experiment of an inference folder.
+
+    Arguments
+    ---------
+    teacher : str or Path
+        The ``teacher`` key.
+
+    Returns
+    -------
+    pathlib.Path
+        Resolved.
+
+    Example
+    -------
+    >>> teacher_experiment_folder("/nonexistent/baseline")
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.errors.ConfigurationError: teacher '/nonexistent/baseline' does not exist ...
+    """
+    folder = Path(teacher).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"teacher '{teacher}' does not exist (give a finished experiment folder of this "
+            "recipe, e.g. results/demo/baseline)"
+        )
+    if (folder / MANIFEST).is_file():  # an inference folder: <experiment>/inference
+        if (folder.parent / EXPERIMENT_HPARAMS).is_file() and (
+                folder.parent / INFERENCE_FOLDER).resolve() == folder:
+            return folder.parent
+        raise ConfigurationError(
+            f"teacher '{teacher}' is an inference folder outside its experiment: give the "
+            "experiment folder (its hyperparams.yaml, save/ and benchmark.json are needed)"
+        )
+    return folder
+
+
+def read_saved_hparams(path):
+    """A saved recipe YAML's plain values, nothing built (``!name:`` gives the name, tags None)."""
+    try:
+        saved = yaml.load(path.read_text(encoding="utf-8"), Loader=_NamesOnlyLoader)
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigurationError(f"teacher's '{path}' cannot be read ({error})") from error
+    if not isinstance(saved, dict):
+        raise ConfigurationError(f"teacher's '{path}' is not a recipe YAML")
+    return saved
+
+
+def same_value(key, teacher_value, student_value):
+    """Whether a key of the teacher's YAML equals the student's (paths compared resolved)."""
+    if key == "data_folder":
+        return teacher_value is not None and (
+            os.path.realpath(str(teacher_value)) == os.path.realpath(str(student_value)))
+    if key == "train_splits":
+        return sorted(teacher_value or []) == sorted(student_value or [])
+    return teacher_value == student_value
+
+
+def check_teacher_folder(teacher, hparams):
+    """Raise ``ConfigurationError`` unless ``teacher`` is a finished, compatible experiment.
+
+    Finished: its hyperparams.yaml, a checkpoint in ``save/`` and ``benchmark.json``.
+    Compatible: the student's label set (``output_neurons``, ``blank_index``), sample
+    rate and training data (``data_folder``, ``train_splits``), read from its saved
+    hyperparams.yaml without building anything.
+
+    Arguments
+    ---------
+    teacher : str or Path
+        The ``teacher`` key.
+    hparams : dict
+        The student's loaded YAML.
+
+    Returns
+    -------
+    pathlib.Path
+        The teacher's experiment folder, resolved.
+    """
+    folder = teacher_experiment_folder(teacher)
+    saved_path = folder / EXPERIMENT_HPARAMS
+    if not saved_path.is_file():
+        raise ConfigurationError(
+            f"teacher '{teacher}' is not an experiment folder of this recipe ({saved_path} not "
+            "found)"
+        )
+    if not any((folder / "save").glob("CKPT+*")):
+        raise ConfigurationError(
+            f"teacher '{teacher}' is unfinished: no checkpoint in '{folder / 'save'}'"
+        )
+    if not (folder / RESULTS_JSON).is_file():
+        raise ConfigurationError(
+            f"teacher '{teacher}' is unfinished: no {RESULTS_JSON} (its run has not reached its "
+            "test and benchmark); let it finish first"
+        )
+    if folder == Path(hparams["output_folder"]).resolve():
+        raise ConfigurationError(f"teacher '{teacher}' is the student's own output_folder")
+    saved = read_saved_hparams(saved_path)
+    for key in SAME_LABELS_KEYS + SAME_DATA_KEYS:
+        if not same_value(key, saved.get(key), hparams.get(key)):
+            what = ("another label set: the teacher must share the student's tokenizer"
+                    if key in SAME_LABELS_KEYS else "the teacher must be trained on the "
+                    "student's training data, at its sample rate")
+            raise ConfigurationError(
+                f"teacher '{teacher}' has {key} {saved.get(key)!r} ({saved_path}), the student "
+                f"{hparams.get(key)!r}: {what}"
+            )
+    return folder
+
+
+def check_student_folder(teacher_folder, weight, temperature, save_folder):
+    """Refuse to mix trainings: a student folder keeps the teacher and settings it started with.
+
+    Arguments
+    ---------
+    teacher_folder : pathlib.Path or None
+        The teacher now configured (None: no distillation).
+    weight, temperature : float
+        The distillation settings now configured.
+    save_folder : pathlib.Path
+        The student's save folder: its record (``TEACHER_RECORD``) and checkpoints.
+    """
+    record = read_teacher_record(save_folder)
+    checkpoints = sorted(save_folder.glob("CKPT+*"))
+    if record is None:
+        if teacher_folder is not None and checkpoints:
+            raise ConfigurationError(
+                f"teacher: output_folder '{save_folder.parent}' holds checkpoints of a run without "
+                f"a teacher ({checkpoints[0]}); distilling now would mix two trainings: give a "
+                "new --output_folder"
+            )
+        return
+    configured = {"teacher": None if teacher_folder is None else str(teacher_folder),
+                  "distillation_weight": weight, "distillation_temperature": temperature}
+    for key in RECORDED_SETTINGS:
+        if configured[key] != record.get(key):
+            raise ConfigurationError(
+                f"{key}: output_folder '{save_folder.parent}' was trained with {key} "
+                f"{record.get(key)!r} ({save_folder / TEACHER_RECORD}), this run has "
+                f"{configured[key]!r}: give the same, or a new --output_folder"
+            )
+
+
+def check_distillation(hparams):
+    """Check the distillation keys right after the YAML is loaded, before anything is written.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded recipe YAML (a YAML without the keys: no distillation).
+
+    Returns
+    -------
+    DistillationSettings or None
+        None without a ``teacher``.
+
+    Example
+    -------
+    >>> check_distillation({"teacher": None, "save_folder": "/nonexistent/save"}) is None
+    True
+    >>> check_distillation({"distillation_weight": 1.5})
+    Traceback (most recent call last):
+    ...
+    ssl_ctc.errors.ConfigurationError: distillation_weight must be a number in [0, 1], got 1.5 ...
+    """
+    weight = hparams.get("distillation_weight", 0.5)
+    temperature = hparams.get("distillation_temperature", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise ConfigurationError(
+            f"distillation_weight must be a number in [0, 1], got {weight!r} (the KL term's share "
+            "of the loss; 0: CTC only)"
+        )
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+            or not temperature > 0):
+        raise ConfigurationError(
+            f"distillation_temperature must be a number > 0, got {temperature!r}"
+        )
+    teacher = hparams.get("teacher")
+    teacher_folder = None if teacher is None else check_teacher_folder(teacher, hparams)
+    save_folder = Path(hparams["save_folder"]).resolve()
+    check_student_folder(teacher_folder, float(weight), float(temperature), save_folder)
+    if teacher_folder is None:
+        return None
+    return DistillationSettings(teacher_folder, float(weight), float(temperature),
+                                bool(hparams.get("distillation_cache", True)), save_folder,
+                                hparams.get("blank_index", 0))
+
+
+def read_teacher_record(save_folder):
+    """The student's ``TEACHER_RECORD`` (the teacher that trained it), or None."""
+    path = Path(save_folder) / TEACHER_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"cannot read '{path}' ({error})") from error
+
+
+def teacher_test_wers(folder, name):
+    """Greedy test WER per test set from the teacher's benchmark.json (its latest measured)."""
+    records = json.loads((Path(folder) / RESULTS_JSON).read_text(encoding="utf-8"))
+    named = [record for record in records if record.get("name") == name] or records
+    latest = latest_records([record for record in named if record.get("status") == "ok"])
+    return {test_set: record["wer"] for (test_set, test), record in sorted(latest.items())
+            if test in ("cpu_greedy", "gpu_greedy")}
+
+
+def load_teacher(folder, device):
+    """The teacher's Brain, best checkpoint loaded, frozen, in eval mode on ``device``.
+
+    Its YAML seeds torch's generators when loaded; the student's random state is
+    restored, so a distilled run draws what the plain run draws.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        teacher = load_experiment_brain(folder, device)
+    teacher.modules.eval()
+    teacher.modules.requires_grad_(False)
+    return teacher
+
+
+class Distiller:
+    """The teacher of a training run: its posteriors per batch and the loss term they give.
+
+    Arguments
+    ---------
+    settings : DistillationSettings
+        From ``check_distillation``.
+    train_data : speechbrain.dataio.dataset.DynamicItemDataset
+        The student's training set (``id``, ``sig``, ``wrd``, ``duration``).
+    train_csv : str or Path
+        Its CSV manifest: its hash keys the cache.
+    """
+
+    def __init__(self, settings, train_data, train_csv):
+        self.settings = settings
+        self.train_data = train_data
+        self.train_csv = Path(train_csv)
+        self.teacher = None
+        self.cache = None
+        self.record = read_teacher_record(settings.save_folder)
+
+    def prepare(self, student):
+        """Before the first epoch: load the teacher, record it, and cache its posteriors.
+
+        Raises ``ConfigurationError`` when the teacher's weights changed since this
+        student's training started.
+        """
+        start = time.perf_counter()
+        teacher = load_teacher(self.settings.teacher, student.device)
+        tags = teacher.experiment_tags()
+        checkpoint = teacher.checkpointer.find_checkpoint(min_key="WER")
+        student_stride, teacher_stride = student.frame_grid()[1], teacher.frame_grid()[1]
+        record = {
+            "teacher": str(self.settings.teacher),
+            "teacher_name": tags["name"],
+            "teacher_strategy": tags["strategy"],
+            "teacher_brain_class": tags["brain_class"],
+            "teacher_checkpoint": checkpoint.path.name,
+            "teacher_weights_sha256": weights_sha256(teacher.modules),
+            "teacher_wer": teacher_test_wers(self.settings.teacher, tags["name"]),
+            "teacher_frame_stride": teacher_stride,
+            "student_frame_stride": student_stride,
+            "distillation_weight": self.settings.weight,
+            "distillation_temperature": self.settings.temperature,
+            "distillation_alignment": alignment_name(student_stride, teacher_stride),
+            "distillation_cache": self.settings.cache,
+        }
+        previous = self.record
+        if previous is not None and (previous["teacher_weights_sha256"]
+                                     != record["teacher_weights_sha256"]):
+            raise ConfigurationError(
+                f"teacher '{self.settings.teacher}' changed since this student's training "
+                f"started (weights sha256 {record['teacher_weights_sha256'][:12]}, was "
+                f"{previous['teacher_weights_sha256'][:12]} in "
+                f"{self.settings.save_folder / TEACHER_RECORD}): give a new --output_folder"
+            )
+        self.record = record
+        if if_main_process():
+            write_atomically(self.settings.save_folder / TEACHER_RECORD,
+                             json.dumps(record, indent=2) + "\n")
+        self.teacher = teacher
+        if self.settings.cache:
+            run_on_main(self.fill_cache)
+            self.cache = load_cache(self.settings.save_folder / CACHE_FILE)["log_probs"]
+            self.teacher = None  # its cost is paid: free its memory for the student
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        logger.info(f"distilling from teacher {record['teacher']} ({record['teacher_name']}, "
+                    f"{record['distillation_alignment']}), ready in "
+                    f"{time.perf_counter() - start:.1f} s")
+
+    def cache_key(self):
+        """What the cached posteriors depend on: the teacher's weights and the training CSV."""
+        return {"format_version": CACHE_FORMAT_VERSION,
+                "teacher_weights_sha256": self.record["teacher_weights_sha256"],
+                "train_csv_sha256": file_sha256(self.train_csv)}
+
+    def fill_cache(self):
+        """Compute the teacher's log-probs of every training utterance, unless the cache is fresh.
+
+        The cache file is kept while its key (``cache_key``) holds; a changed teacher
+        or training CSV rewrites it.
+        """
+        path = self.settings.save_folder / CACHE_FILE
+        key = self.cache_key()
+        stale = cache_staleness(path, key)
+        if stale is None:
+            logger.info(f"teacher posteriors: cache '{path}' is up to date")
+            return
+        logger.info(f"teacher posteriors: computing the cache ({stale})")
+        start = time.perf_counter()
+        log_probs = {}
+        batch_size = self.teacher.hparams.test_batch_size
+        with torch.no_grad():
+            for batch in make_test_loader(self.train_data, batch_size):
+                batch = batch.to(self.teacher.device)
+                output = self.teacher.infer_batch(*batch.sig)
+                for utterance, frames, length in zip(batch.id, output["log_probs"],
+                                                      output["lengths"].tolist(), strict=True):
+                    log_probs[utterance] = frames[:length].to("cpu", torch.float16).clone()
+        temporary = path.with_name(path.name + ".tmp")
+        torch.save({**key, "log_probs": log_probs}, temporary)
+        os.replace(temporary, path)
+        logger.info(f"teacher posteriors of {len(log_probs)} utterances cached in "
+                    f"{time.perf_counter() - start:.1f} s: {path}")
+
+    def teacher_outputs(self, batch):
+        """The teacher's log-probs ``[B, T, V]`` (float32) and valid frames ``[B]`` for a batch."""
+        if self.cache is not None:
+            frames = [self.cache[utterance] for utterance in batch.id]
+            lengths = torch.tensor([len(utterance) for utterance in frames])
+            log_probs = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
+            device = batch.sig[0].device
+            return log_probs.to(device, torch.float32), lengths.to(device)
+        with torch.no_grad():
+            output = self.teacher.infer_batch(*batch.sig)
+        return output["log_probs"].float(), output["lengths"]
+
+    def mix(self, ctc_loss, predictions, student_stride):
+        """``(1 - w) * CTC + w * T^2 * KL`` for predictions holding the batch's ``teacher``."""
+        teacher_log_probs, teacher_lengths = predictions["teacher"]
+        kd_loss = distillation_loss(
+            predictions["log_probs"], predictions["lengths"], teacher_log_probs, teacher_lengths,
+            self.settings.temperature, student_stride, self.record["teacher_frame_stride"],
+            self.settings.blank_index)
+        weight = self.settings.weight
+        return (1 - weight) * ctc_loss + weight * kd_loss
+
+    def tags(self, tags):
+        """A strategy's tags with the teacher's identity, once the student trained with it.
+
+        The name gets ``NAME_SUFFIX`` (``SD2 +KD``) and the strategy ``+distillation``,
+        so that ``benchmark.py summarize`` keeps distilled and plain rows apart.
+        """
+        if self.record is None:  # never trained with the teacher (--test_only on a new folder)
+            return tags
+        return {
+            **tags,
+            **self.record,
+            "name": tags["name"] + NAME_SUFFIX,
+            "strategy": f"{tags['strategy']}+distillation",
+            "label": f"{tags['label']} KD",
+            "baseline": False,
+        }
+
+    def card_lines(self):
+        """The model card's line on the teacher (a Markdown item), once the student trained."""
+        record = self.record
+        if record is None:
+            return []
+        wers = ", ".join(f"{test_set} {wer:.2f}" for test_set, wer in record["teacher_wer"].items())
+        return [
+            f"- distilled from the teacher `{record['teacher']}` ({record['teacher_name']}, "
+            f"checkpoint `{record['teacher_checkpoint']}`, weights sha256 "
+            f"`{record['teacher_weights_sha256'][:16]}`, greedy test WER {wers or '-'}): loss "
+            f"(1 - {record['distillation_weight']:g}) CTC + {record['distillation_weight']:g} "
+            f"T^2 KL at T = {record['distillation_temperature']:g}, "
+            f"{record['distillation_alignment']}"
+        ]
+
+
+def cache_staleness(path, key):
+    """Why the cache file at ``path`` cannot serve ``key``, or None when it can.
+
+    Example
+    -------
+    >>> cache_staleness(Path("/nonexistent/teacher_posteriors.pt"), {"format_version": 1})
+    'no cache file'
+    """
+    if not path.is_file():
+        return "no cache file"
+    try:
+        cached = load_cache(path)
+    except (OSError, RuntimeError, ValueError) as error:
+        return f"unreadable cache file ({error})"
+    changed = [name for name, value in key.items() if cached.get(name) != value]
+    return f"{', '.join(changed)} changed" if changed else None
+
+
+def load_cache(path):
+    """A cache file, memory-mapped (the posteriors are read as batches need them)."""
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
