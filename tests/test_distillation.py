@@ -24,10 +24,8 @@ from ssl_ctc.distillation import (
     DistillationSettings,
     Distiller,
     check_student_folder,
-    distillation_loss,
-    span_log_posteriors,
-    utterance_kl,
 )
+from ssl_ctc.distillation_loss import distillation_loss, span_log_posteriors, utterance_kl
 from ssl_ctc.downsampling import DownsampledBrain
 from ssl_ctc.errors import ConfigurationError
 
