@@ -102,13 +102,8 @@ GRID = (
         "--number_of_epochs 10"),
     Row("SD4", "SD", DOWNSAMPLING,
         "--downsampling_technique signal_downsampling --downsampling_factor 4"),
-    Row("24L", "layer_removal", LAYER_REMOVAL, "--considered_layers 24 --number_of_epochs 10"),
-    Row("22L", "layer_removal", LAYER_REMOVAL, "--considered_layers 22 --number_of_epochs 10"),
-    Row("20L", "layer_removal", LAYER_REMOVAL, "--considered_layers 20 --number_of_epochs 10"),
-    Row("18L", "layer_removal", LAYER_REMOVAL, "--considered_layers 18 --number_of_epochs 10"),
-    Row("16L", "layer_removal", LAYER_REMOVAL, "--considered_layers 16 --number_of_epochs 10"),
-    Row("14L", "layer_removal", LAYER_REMOVAL, "--considered_layers 14 --number_of_epochs 10"),
-    Row("12L", "layer_removal", LAYER_REMOVAL, "--considered_layers 12 --number_of_epochs 10"),
+    *(Row(f"{layers}L", "layer_removal", LAYER_REMOVAL,
+          f"--considered_layers {layers} --number_of_epochs 10") for layers in range(24, 11, -2)),
     Row("EE-entropy", "early_exit", EARLY_EXIT,
         "--exit_criterion entropy --exit_threshold 0.1 "
         "'--exit_threshold_sweep=[0.01, 0.02, 0.05, 0.1]' --number_of_epochs 20"),
@@ -122,10 +117,8 @@ GRID = (
 # on its 4 layers, with thresholds that reach its early layers (its entropies are higher
 # than WavLM Large's after a short training).
 EMBEDDED_GRID = tuple(row for row in GRID if row.group not in ("layer_removal", "early_exit")) + (
-    Row("4L", "layer_removal", LAYER_REMOVAL, "--considered_layers 4"),
-    Row("3L", "layer_removal", LAYER_REMOVAL, "--considered_layers 3"),
-    Row("2L", "layer_removal", LAYER_REMOVAL, "--considered_layers 2"),
-    Row("1L", "layer_removal", LAYER_REMOVAL, "--considered_layers 1"),
+    *(Row(f"{layers}L", "layer_removal", LAYER_REMOVAL, f"--considered_layers {layers}")
+      for layers in range(4, 0, -1)),
     Row("EE-entropy", "early_exit", EARLY_EXIT,
         "'--exit_layers=[1, 2, 3, 4]' --exit_criterion entropy --exit_threshold 0.2 "
         "'--exit_threshold_sweep=[0.05, 0.1, 0.4, 0.8]'"),

@@ -47,8 +47,8 @@ from ssl_ctc.inference.loading import (
     EXPERIMENT_HPARAMS,
     INFERENCE_FOLDER,
     MANIFEST,
-    _NamesOnlyLoader,
     load_experiment_brain,
+    saved_values,
 )
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def teacher_experiment_folder(teacher):
 def read_saved_hparams(path):
     """A saved recipe YAML's plain values, nothing built (``!name:`` gives the name, tags None)."""
     try:
-        saved = yaml.load(path.read_text(encoding="utf-8"), Loader=_NamesOnlyLoader)
+        saved = saved_values(path)
     except (OSError, yaml.YAMLError) as error:
         raise ConfigurationError(f"teacher's '{path}' cannot be read ({error})") from error
     if not isinstance(saved, dict):

@@ -120,7 +120,7 @@ def test_driver_doctests():
 
 def summary_row(name, strategy, wer, cpu_time_s, hooks, complete, baseline=False,
                 setting="x1"):
-    """A summary row as ``ssl_ctc.benchmarking.summary._summary_rows`` gives it."""
+    """A summary row as ``ssl_ctc.benchmarking.summary.summary_rows`` gives it."""
     return {"experiment": name, "name": name, "test_set": "test-clean", "strategy": strategy,
             "setting": setting, "cpu_precision": "fp32", "baseline": baseline, "wer": wer,
             "gpu_time_s": "skipped", "cpu_time_s": cpu_time_s, "wer_lm": wer - 1,

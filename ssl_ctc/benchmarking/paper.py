@@ -20,7 +20,7 @@ Usage::
 import json
 from pathlib import Path
 
-from ssl_ctc.benchmarking.summary import _summary_rows
+from ssl_ctc.benchmarking.summary import summary_rows
 from ssl_ctc.files import write_atomically
 
 PAPER_RESULTS = Path(__file__).resolve().parents[2] / "docs" / "paper_results.json"
@@ -125,7 +125,7 @@ def compare_with_paper(rows, paper):
     Arguments
     ---------
     rows : list of dict
-        Summary rows (``ssl_ctc.benchmarking.summary._summary_rows``); those of the
+        Summary rows (``ssl_ctc.benchmarking.summary.summary_rows``); those of the
         paper's test set in fp32 on CPU are compared.
     paper : dict
         From ``load_paper_results``.
@@ -401,7 +401,7 @@ def write_paper_comparison(results_root, paper_path=PAPER_RESULTS):
     """
     results_root = Path(results_root)
     paper = load_paper_results(paper_path)
-    comparison = compare_with_paper(_summary_rows(results_root), paper)
+    comparison = compare_with_paper(summary_rows(results_root), paper)
     text = comparison_markdown(comparison, paper)
     write_atomically(results_root / PAPER_COMPARISON_MARKDOWN, text)
     print(text)

@@ -150,7 +150,7 @@ def _summary_row(experiment, test_set, records, deepest, cpu_setting):
     return row
 
 
-def _summary_rows(results_root):
+def summary_rows(results_root):
     """One summary row per experiment folder, test set, name, batch size and CPU setting.
 
     An early-exit threshold sweep gives one name per threshold in one folder; a
@@ -305,7 +305,7 @@ def summarize(results_root):
         The rows; a test that was skipped reads "skipped", one never run None.
     """
     results_root = Path(results_root)
-    rows = _summary_rows(results_root)
+    rows = summary_rows(results_root)
     if not rows:
         raise FileNotFoundError(f"no {RESULTS_JSON} under {results_root}")
     table = _markdown_table(rows)

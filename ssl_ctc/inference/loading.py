@@ -140,6 +140,23 @@ _NamesOnlyLoader.add_multi_constructor("!name:", lambda loader, suffix, node: su
 _NamesOnlyLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
+def saved_values(path):
+    r"""A saved recipe YAML's plain values, nothing built (``!name:`` gives the name, tags None).
+
+    Raises ``OSError`` when the file cannot be read and ``yaml.YAMLError`` when it is not YAML.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "hyperparams.yaml"
+    ...     _ = path.write_text("seed: 1986\nssl: !apply:torch.nn.Identity\n")
+    ...     saved_values(path)
+    {'seed': 1986, 'ssl': None}
+    """
+    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_NamesOnlyLoader)
+
+
 def experiment_brain_class(experiment_folder):
     """The Brain class of an experiment: the ``brain_class`` key of its saved hyperparams.yaml.
 
@@ -168,7 +185,7 @@ def experiment_brain_class(experiment_folder):
     """
     path = Path(experiment_folder) / EXPERIMENT_HPARAMS
     try:
-        saved = yaml.load(path.read_text(encoding="utf-8"), Loader=_NamesOnlyLoader)
+        saved = saved_values(path)
     except OSError as error:
         raise InferenceFolderError(f"'{path}' not found: not an experiment folder") from error
     name = saved.get(BRAIN_CLASS_KEY) if isinstance(saved, dict) else None
