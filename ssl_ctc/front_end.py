@@ -15,7 +15,7 @@ run as in Hugging Face's forward.
 
 Usage::
 
-    from front_end import use_matmul_front_end
+    from ssl_ctc.front_end import use_matmul_front_end
     use_matmul_front_end(model)  # a transformers Wav2Vec2/HuBERT/WavLM model
 
 Authors
@@ -26,6 +26,8 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+
+from ssl_ctc.cpu.kernels import runs_cpu_kernel
 
 
 class MatmulFeatureEncoder(torch.nn.Module):
@@ -62,6 +64,9 @@ class MatmulFeatureEncoder(torch.nn.Module):
                 )
         self.conv_layers = feature_encoder.conv_layers
         self.use_matmuls = True  # False: Hugging Face's layers everywhere (module-hook MAC counts)
+        # One ``kernel(windows)`` per layer in CPU inference (set by ``ssl_ctc.cpu.path``: weights
+        # packed for the processor); None: ``F.linear``.
+        self.conv_kernels = None
 
     def _freeze_parameters(self):
         """Stop the front end's training, as Hugging Face's ``freeze_feature_encoder`` does."""
@@ -77,8 +82,9 @@ class MatmulFeatureEncoder(torch.nn.Module):
         if wavs.device.type != "cpu" or not self.use_matmuls:
             return self.channels_first(wavs)
         hidden_states = wavs[:, :, None]
-        for layer in self.conv_layers:
-            hidden_states = channels_last_conv_layer(layer, hidden_states)
+        kernels = self.conv_kernels or [None] * len(self.conv_layers)
+        for layer, kernel in zip(self.conv_layers, kernels, strict=True):
+            hidden_states = channels_last_conv_layer(layer, hidden_states, kernel)
         return hidden_states.transpose(1, 2)
 
     def channels_first(self, wavs):
@@ -89,7 +95,7 @@ class MatmulFeatureEncoder(torch.nn.Module):
         return hidden_states
 
 
-def channels_last_conv_layer(layer, hidden_states):
+def channels_last_conv_layer(layer, hidden_states, kernel=None):
     """One front-end layer (convolution, norm, activation) on ``[B, T, C]`` inputs.
 
     Arguments
@@ -99,6 +105,9 @@ def channels_last_conv_layer(layer, hidden_states):
         ``*NoLayerNormConvLayer``: ``conv``, ``activation`` and optional ``layer_norm``.
     hidden_states : torch.Tensor
         ``[B, T, C_in]``.
+    kernel : callable, optional
+        ``kernel(windows)`` -> the product of ``[rows, C_in * kernel_size]`` windows
+        (``ssl_ctc.cpu.kernels``), run where ``runs_cpu_kernel`` says; else ``F.linear``.
 
     Returns
     -------
@@ -119,9 +128,11 @@ def channels_last_conv_layer(layer, hidden_states):
     conv = layer.conv
     windows = hidden_states.unfold(1, conv.kernel_size[0], conv.stride[0])  # [B, T_out, C, k]
     batch_size, num_frames = windows.shape[:2]
-    # One 2-D product (addmm with the bias, counted as ptflops counts a convolution's).
-    hidden_states = F.linear(windows.reshape(batch_size * num_frames, -1),
-                             conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    windows = windows.reshape(batch_size * num_frames, -1)
+    if kernel is not None and runs_cpu_kernel(windows):
+        hidden_states = kernel(windows)
+    else:  # one 2-D product (addmm with the bias, counted as ptflops counts a convolution's)
+        hidden_states = F.linear(windows, conv.weight.reshape(conv.out_channels, -1), conv.bias)
     hidden_states = hidden_states.view(batch_size, num_frames, conv.out_channels)
     norm = getattr(layer, "layer_norm", None)
     if isinstance(norm, torch.nn.LayerNorm):

@@ -4,13 +4,22 @@ import pytest
 import torch
 from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
 
+from ssl_ctc.benchmarking.summary import precision_check_text
 from ssl_ctc.cpu.attention import FastWavLMAttention
 from ssl_ctc.cpu.check import MODULE_TOLERANCE, OUTPUT_TOLERANCE, relative_error
-from ssl_ctc.cpu.kernels import KERNELS, int8_kernel, usable_fp32_backends
+from ssl_ctc.cpu.kernels import (
+    INT8_IMPLEMENTATIONS,
+    KERNELS,
+    int8_implementation,
+    int8_kernel,
+    onednn_kernel,
+    usable_fp32_backends,
+)
 from ssl_ctc.cpu.machine import has_bf16_instructions
 from ssl_ctc.cpu.path import FRONT_ENDS, CpuInferencePath, CpuPaths
 from ssl_ctc.cpu.plan import cpu_inference
 from ssl_ctc.front_end import use_matmul_front_end
+from ssl_ctc.precision import autocast
 
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 128, "conv_dim": (32,) * 7, "feat_extract_norm": "layer",
@@ -115,7 +124,40 @@ def test_front_end_choice_is_measured_recorded_and_exact():
                                            atol=1e-4, rtol=1e-4)
     assert chosen["cpu_front_end"] in FRONT_ENDS
     assert sorted(chosen["cpu_choice_measurements"]["front_end_seconds"]) == sorted(FRONT_ENDS)
-    assert front_end.use_matmuls
+    assert front_end.use_matmuls and front_end.conv_kernels is None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "bf16"])
+def test_front_end_convolutions_run_packed_kernels_in_fp32_only(precision, monkeypatch):
+    """The matmul front end's products run the fp32 backend's packed kernel (fp32 and int8
+    paths, whose front end stays fp32); under bf16 autocast they run ``F.linear``; each
+    convolution is packed once, and nothing is left set after the path."""
+    modules = _model(WavLMConfig, WavLMModel)
+    front_end = modules["ssl"].feature_extractor
+    wavs, mask = _padded_batch()
+    packed = []
+
+    def counting_onednn(linear):
+        packed.append(linear.weight.data_ptr())
+        return onednn_kernel(linear)
+
+    monkeypatch.setitem(KERNELS, "onednn", counting_onednn)
+    paths = CpuPaths("onednn", {precision: "matmul"})
+    with torch.inference_mode():
+        expected = front_end(wavs)
+        for _ in range(2):
+            with paths.of(modules, precision).applied(), autocast("cpu", precision):
+                kernels = front_end.conv_kernels
+                output = front_end(wavs)
+    convs = [layer.conv.weight.data_ptr() for layer in front_end.conv_layers]
+    if precision == "bf16":
+        assert kernels is None
+        assert relative_error(output, expected) < MODULE_TOLERANCE["bf16"]
+    else:
+        assert len(kernels) == len(front_end.conv_layers)
+        assert [pointer for pointer in packed if pointer in convs] == convs  # once each
+        torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    assert front_end.conv_kernels is None
     with pytest.raises(ValueError, match="front end"):
         CpuInferencePath(modules, "aten", front_end="conv")
 
@@ -182,6 +224,11 @@ def test_bf16_layer_with_a_wrong_kernel_runs_in_fp32_and_is_recorded(monkeypatch
     record = plan.record()
     assert record["cpu_fp32_fallbacks"] == plan.fallbacks
     assert record["cpu_precision_check"]["largest_layer_error"] > MODULE_TOLERANCE["bf16"]
+    conv_precisions = record["cpu_precision_check"]["layer_precisions"]["Conv1d"]
+    assert conv_precisions["fp32"] == 1 and conv_precisions["bf16"] >= 1
+    summary_text = precision_check_text({**record, "precision": plan.precision})
+    assert summary_text.startswith("bf16, output") or summary_text.startswith("bf16, layers")
+    assert summary_text.endswith(f"in fp32: 1 of {sum(conv_precisions.values())} Conv1d")
     assert "forward" not in vars(modules["ssl"].encoder.pos_conv_embed.conv)  # restored
 
 
@@ -253,3 +300,40 @@ def test_a_private_kernel_that_breaks_is_left_out(monkeypatch, fault):
     with pytest.raises(ValueError, match="'onednn' does not work in torch"):
         with cpu_inference(modules, "fp32", "onednn"):
             pass
+
+
+@pytest.fixture
+def fresh_int8_choice():
+    """``int8_implementation`` chosen again in the test, and again after it."""
+    int8_implementation.cache_clear()
+    yield
+    int8_implementation.cache_clear()
+
+
+def test_int8_runs_torchao_where_the_quantized_engine_is_gone(monkeypatch, fresh_int8_choice):
+    """The legacy quantized engine's operators removed (a future torch): int8 runs through
+    torchao, within the int8 tolerance, and the record names it."""
+    def removed(linear):
+        raise AttributeError("'_OpNamespace' 'quantized' object has no attribute 'linear_dynamic'")
+
+    monkeypatch.setitem(INT8_IMPLEMENTATIONS, "quantized_engine", removed)
+    modules = _model(WavLMConfig, WavLMModel)
+    wavs, mask = _padded_batch()
+    with torch.inference_mode():
+        expected = _forward(modules, wavs, mask)
+        with cpu_inference(modules, "int8") as plan:
+            output = _forward(modules, wavs, mask)
+    assert plan.precision == "int8" and not plan.fallbacks
+    assert plan.record()["cpu_int8_implementation"] == "torchao"
+    assert relative_error(output, expected) < OUTPUT_TOLERANCE["int8"]
+
+
+def test_int8_refused_with_a_clear_message_where_no_implementation_works(monkeypatch,
+                                                                         fresh_int8_choice):
+    def broken(linear):
+        return lambda inputs: torch.zeros(*inputs.shape[:-1], linear.out_features)
+
+    for name in INT8_IMPLEMENTATIONS:
+        monkeypatch.setitem(INT8_IMPLEMENTATIONS, name, broken)
+    with pytest.raises(RuntimeError, match="no int8 kernel works in torch .*off by 100.0%"):
+        int8_implementation()

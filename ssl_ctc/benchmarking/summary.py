@@ -33,8 +33,13 @@ SUMMARY_COLUMNS = (
     ("gmacs_per_audio_second", "GMACs/s"),
     ("batch_size", "Batch"),
     ("cpu_precision", "CPU precision"),
+    ("cpu_check", "CPU precision check"),
     ("threads", "Threads"),
 )
+
+
+# Columns left out of the markdown table when no row has a value in them.
+OPTIONAL_COLUMNS = ("cpu_check",)
 
 
 # Summary column -> (tests it is read from, first that ran wins; record field).
@@ -119,6 +124,42 @@ def _by_cpu_setting(records):
             for key in settings}
 
 
+def precision_check_text(record):
+    """What the reduced-precision check of a CPU test found, in a few words (None in fp32).
+
+    Example
+    -------
+    >>> record = {"precision": "bf16", "requested_precision": "auto", "cpu_fp32_fallbacks":
+    ...           {"pos_conv": "bf16 kernel off"}, "cpu_precision_check": {
+    ...           "largest_layer_error": 1.06, "output_error": 0.012, "layer_precisions":
+    ...           {"Conv1d": {"bf16": 7, "fp32": 1}, "Linear": {"bf16": 169}}}}
+    >>> precision_check_text(record)
+    'bf16, output off by 1.2 %; in fp32: 1 of 8 Conv1d'
+    >>> precision_check_text({"precision": "fp32", "requested_precision": "int8",
+    ...     "cpu_fp32_fallbacks": {"model": "int8 output off by 31.0 % (tolerance 10 %)"},
+    ...     "cpu_precision_check": {"largest_layer_error": 0.02}})
+    'int8 refused: int8 output off by 31.0 % (tolerance 10 %)'
+    """
+    check = record.get("cpu_precision_check") or {}
+    if not check:
+        return None
+    fallbacks = record.get("cpu_fp32_fallbacks") or {}
+    if "model" in fallbacks:
+        return f"{record.get('requested_precision')} refused: {fallbacks['model']}"
+    text = record.get("precision") or ""
+    if check.get("output_error") is not None:
+        text += f", output off by {100 * check['output_error']:.1f} %"
+    else:
+        text += f", layers off by at most {100 * check['largest_layer_error']:.1f} %"
+    in_fp32 = [f"{counts['fp32']} of {sum(counts.values())} {kind}"
+               for kind, counts in check.get("layer_precisions", {}).items() if counts.get("fp32")]
+    if in_fp32:
+        text += "; in fp32: " + ", ".join(in_fp32)
+    elif fallbacks:
+        text += f"; in fp32: {len(fallbacks)} layers"
+    return text
+
+
 def _summary_row(experiment, test_set, records, deepest, cpu_setting):
     """The summary row of an experiment's records on a test set in one CPU setting."""
     cpu_precision, threads = cpu_setting
@@ -144,7 +185,9 @@ def _summary_row(experiment, test_set, records, deepest, cpu_setting):
             row[column] = measured[0][field]
         else:
             row[column] = SKIPPED if ran else None
-    greedy = latest.get((test_set, "cpu_greedy")) or latest.get((test_set, "gpu_greedy"))
+    cpu_greedy = latest.get((test_set, "cpu_greedy"))
+    row["cpu_check"] = precision_check_text(cpu_greedy) if cpu_greedy else None
+    greedy = cpu_greedy or latest.get((test_set, "gpu_greedy"))
     for name, stats in (greedy or {}).get("extras", {}).items():
         row[f"{name}_mean"] = stats["mean"]
     return row
@@ -212,7 +255,9 @@ def _format_cell(value):
 def _markdown_table(rows):
     """The paper's table (plus strategy extras) in markdown."""
     extra_columns = list(dict.fromkeys(k for r in rows for k in r if k.endswith("_mean")))
-    columns = list(SUMMARY_COLUMNS) + [(name, name.replace("_", " ")) for name in extra_columns]
+    columns = [(key, title) for key, title in SUMMARY_COLUMNS
+               if key not in OPTIONAL_COLUMNS or any(row.get(key) is not None for row in rows)]
+    columns += [(name, name.replace("_", " ")) for name in extra_columns]
     lines = [
         "| " + " | ".join(title for _, title in columns) + " |",
         "|" + "---|" * len(columns),

@@ -5,7 +5,8 @@ processors (AMD EPYC) takes a generic code path; oneDNN with weights packed
 once for the processor is exact to float rounding and can be much faster.
 ``choose_fp32_backend`` measures both at the model's widest linear layer.
 A ``KernelLinear`` (an ``nn.Linear`` whose class ``CpuInferencePath`` swaps in)
-runs its kernel in CPU inference and ``F.linear`` everywhere else.
+runs its kernel in CPU inference and ``F.linear`` everywhere else. int8 runs the
+quantized engine's kernels, or torchao's where those are gone (``int8_implementation``).
 
 Usage::
 
@@ -13,6 +14,7 @@ Usage::
     kernel = KERNELS[backend](linear)
 """
 
+import functools
 import time
 
 import torch
@@ -35,10 +37,44 @@ class KernelLinear(torch.nn.Linear):
     """
 
     def forward(self, inputs):
-        if (inputs.device.type != "cpu" or torch.is_grad_enabled()
-                or torch.is_autocast_enabled("cpu") or inputs.dtype != torch.float32):
+        if not runs_cpu_kernel(inputs):
             return F.linear(inputs, self.weight, self.bias)
         return self.cpu_kernel(inputs)
+
+
+def runs_cpu_kernel(inputs):
+    """Whether a product on ``inputs`` runs its CPU inference kernel: fp32 on CPU, no gradients,
+    no autocast (elsewhere ``F.linear`` runs, as in training and under bf16 autocast).
+
+    Example
+    -------
+    >>> with torch.inference_mode():
+    ...     runs_cpu_kernel(torch.randn(2, 3)), runs_cpu_kernel(torch.randn(2, 3).double())
+    (True, False)
+    """
+    return (inputs.device.type == "cpu" and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and inputs.dtype == torch.float32)
+
+
+def conv_as_linear(conv):
+    """An ``nn.Linear`` sharing a 1-D convolution's weights, for its unfolded windows
+    (``[rows, in_channels * kernel_size]``, channels outer): what kernels are made from.
+
+    Example
+    -------
+    >>> conv = torch.nn.Conv1d(4, 6, 3, stride=2)
+    >>> inputs = torch.randn(1, 4, 9)
+    >>> windows = inputs.transpose(1, 2).unfold(1, 3, 2).reshape(4, 12)
+    >>> torch.allclose(conv_as_linear(conv)(windows), conv(inputs)[0].T, atol=1e-6)
+    True
+    """
+    linear = torch.nn.Linear(conv.in_channels * conv.kernel_size[0], conv.out_channels,
+                             bias=conv.bias is not None, device="meta")
+    linear.weight = torch.nn.Parameter(conv.weight.detach().reshape(conv.out_channels, -1),
+                                       requires_grad=False)
+    if conv.bias is not None:
+        linear.bias = torch.nn.Parameter(conv.bias.detach(), requires_grad=False)
+    return linear
 
 
 def onednn_kernel(linear):
@@ -68,7 +104,8 @@ def aten_kernel(linear):
 
 
 def int8_kernel(linear):
-    """Dynamic int8: weights quantised per output channel, activations per call.
+    """Dynamic int8 (weights per output channel, activations per call) through the first of
+    ``INT8_IMPLEMENTATIONS`` that works in this torch (``int8_implementation``).
 
     Example
     -------
@@ -78,6 +115,12 @@ def int8_kernel(linear):
     >>> bool(error < 0.05)
     True
     """
+    return INT8_IMPLEMENTATIONS[int8_implementation()](linear)
+
+
+def quantized_engine_int8_kernel(linear):
+    """Dynamic int8 through torch's quantized engine (``torch.ops.quantized``, fbgemm/oneDNN):
+    weights packed once, activations quantised per tensor in the same fused call."""
     weight = linear.weight.detach().float()
     scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
     zero_points = torch.zeros(len(scales), dtype=torch.long)
@@ -85,6 +128,61 @@ def int8_kernel(linear):
     bias = None if linear.bias is None else linear.bias.detach().float()
     packed = torch.ops.quantized.linear_prepack(quantized, bias)
     return lambda inputs: torch.ops.quantized.linear_dynamic(inputs, packed, True)
+
+
+def torchao_int8_kernel(linear):
+    """Dynamic int8 through torchao (``Int8DynamicActivationInt8WeightConfig``: activations
+    per row), the maintained successor of ``torch.ao.quantization``; in eager mode its
+    scaling runs as separate element-wise passes, about 4x slower than the quantized engine
+    on WavLM Large's shapes here, so it is the fallback."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    quantized = torch.nn.Sequential(torch.nn.Linear(
+        linear.in_features, linear.out_features, bias=linear.bias is not None))
+    with torch.no_grad():
+        quantized[0].weight.copy_(linear.weight)
+        if linear.bias is not None:
+            quantized[0].bias.copy_(linear.bias)
+    quantize_(quantized, Int8DynamicActivationInt8WeightConfig())
+    return quantized[0]
+
+
+# int8 implementations, fastest first (``int8_implementation`` takes the first that works).
+INT8_IMPLEMENTATIONS = {"quantized_engine": quantized_engine_int8_kernel,
+                        "torchao": torchao_int8_kernel}
+
+
+@functools.cache
+def int8_implementation():
+    """The first of ``INT8_IMPLEMENTATIONS`` that runs here and stays within 5 % of ``F.linear``.
+
+    The quantized engine's operators belong to the API that torch asks users to
+    migrate from (to torchao); where a release removes or breaks them, torchao runs.
+
+    Example
+    -------
+    >>> int8_implementation() in INT8_IMPLEMENTATIONS
+    True
+    """
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    inputs = torch.randn(16, 64, generator=generator)
+    failures = []
+    with torch.inference_mode():
+        expected = F.linear(inputs, linear.weight, linear.bias)
+        for name, factory in INT8_IMPLEMENTATIONS.items():
+            try:
+                output = factory(linear)(inputs)
+            except (AttributeError, ImportError, NotImplementedError, RuntimeError,
+                    TypeError) as error:
+                failures.append(f"{name}: {type(error).__name__}: {error}")
+                continue
+            error = float((output - expected).norm() / expected.norm())
+            if error <= 0.05:
+                return name
+            failures.append(f"{name}: off by {error:.1%}")
+    raise RuntimeError(f"no int8 kernel works in torch {torch.__version__} "
+                       f"({'; '.join(failures)}): use fp32 or bf16")
 
 
 # Backend name -> ``kernel_factory(linear)`` -> ``kernel(inputs)``.

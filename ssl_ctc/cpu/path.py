@@ -25,6 +25,7 @@ from ssl_ctc.cpu.kernels import (
     PROBE_REPEATS,
     KernelLinear,
     choose_fp32_backend,
+    conv_as_linear,
     median_seconds,
     plain_linears,
 )
@@ -55,7 +56,32 @@ def front_end_mode(modules, front_end):
     return contextlib.nullcontext()
 
 
-def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS):
+@contextlib.contextmanager
+def front_end_kernels(front_ends, kernel_of):
+    """Each ``MatmulFeatureEncoder``'s convolutions run ``kernel_of(conv)`` for the block.
+
+    Example
+    -------
+    >>> from transformers import WavLMConfig, WavLMModel
+    >>> from ssl_ctc.front_end import use_matmul_front_end
+    >>> front_end = use_matmul_front_end(WavLMModel(WavLMConfig(hidden_size=32,
+    ...     num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7)))
+    >>> with front_end_kernels([front_end], lambda conv: KERNELS["onednn"](conv_as_linear(conv))):
+    ...     len(front_end.conv_kernels)
+    7
+    >>> front_end.conv_kernels is None
+    True
+    """
+    for front_end in front_ends:
+        front_end.conv_kernels = [kernel_of(layer.conv) for layer in front_end.conv_layers]
+    try:
+        yield
+    finally:
+        for front_end in front_ends:
+            front_end.conv_kernels = None
+
+
+def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS, conv_backend=None):
     """The faster CNN front end on this machine, and the seconds measured.
 
     Which one wins depends on the processor (oneDNN's convolutions against its
@@ -70,6 +96,9 @@ def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS):
         "fp32", "bf16" (measured under bf16 autocast) or "int8" (the front end is fp32).
     repeats : int
         Timed calls per front end and round (median kept; best of two rounds).
+    conv_backend : str, optional
+        Kernel (a key of ``KERNELS``) of the matmul front end's products in fp32; None:
+        ``F.linear`` (as under bf16 autocast).
 
     Returns
     -------
@@ -99,7 +128,11 @@ def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS):
     with torch.inference_mode(), autocast("cpu", precision):
         for _ in range(2):  # alternated, so that a load change does not favour one
             for name in FRONT_ENDS:
-                with front_end_mode(front_end, name):
+                kernels = contextlib.nullcontext()
+                if name == "matmul" and conv_backend is not None:
+                    kernels = front_end_kernels(
+                        [front_end], lambda conv: KERNELS[conv_backend](conv_as_linear(conv)))
+                with front_end_mode(front_end, name), kernels:
                     median = median_seconds(lambda: front_end(wavs), repeats)
                 seconds[name] = min(seconds.get(name, median), median)
     return min(seconds, key=seconds.get), seconds
@@ -123,6 +156,9 @@ class CpuInferencePath:
     fp32_layers : iterable of str
         Names of layers (in ``modules``) that run in fp32 whatever the precision:
         autocast off, and the "aten" kernel instead of int8 (see ``check_modules``).
+    conv_backend : str, optional
+        Kernel of the matmul front end's convolutions (its weights packed once); None:
+        ``F.linear`` (bf16 autocast runs it).
 
     Example
     -------
@@ -135,7 +171,8 @@ class CpuInferencePath:
     ('Linear', ['0.weight', '0.bias'])
     """
 
-    def __init__(self, modules, backend, kernel_cache=None, front_end="matmul", fp32_layers=()):
+    def __init__(self, modules, backend, kernel_cache=None, front_end="matmul", fp32_layers=(),
+                 conv_backend=None):
         if front_end not in (*FRONT_ENDS, None):
             raise ValueError(f"unknown front end {front_end!r} (expected one of {FRONT_ENDS})")
         self.modules = modules
@@ -146,6 +183,8 @@ class CpuInferencePath:
         self.attentions = [module for module in modules.modules()
                            if type(module) is WavLMAttention]
         self.backend = backend
+        self.conv_backend = conv_backend
+        self.matmul_front_ends = matmul_front_ends(modules) if front_end == "matmul" else []
         self.kernel_cache = {} if kernel_cache is None else kernel_cache
         self.kernels = None
 
@@ -156,6 +195,12 @@ class CpuInferencePath:
         key = (linear, backend)
         if key not in self.kernel_cache:
             self.kernel_cache[key] = KERNELS[backend](linear)
+        return self.kernel_cache[key]
+
+    def _conv_kernel(self, conv):
+        key = (conv, self.conv_backend)
+        if key not in self.kernel_cache:
+            self.kernel_cache[key] = KERNELS[self.conv_backend](conv_as_linear(conv))
         return self.kernel_cache[key]
 
     def check(self, precision):
@@ -175,8 +220,11 @@ class CpuInferencePath:
             attention.__class__ = FastWavLMAttention
         for layer in self.fp32_layers:
             layer.forward = fp32_forward(layer)
+        kernels = contextlib.nullcontext()
+        if self.conv_backend is not None:
+            kernels = front_end_kernels(self.matmul_front_ends, self._conv_kernel)
         try:
-            with front_end_mode(self.modules, self.front_end):
+            with front_end_mode(self.modules, self.front_end), kernels:
                 yield self
         finally:
             for layer in self.fp32_layers:
@@ -248,7 +296,9 @@ class CpuPaths:
         for precision in ("fp32", *precisions):
             measured_as = "fp32" if precision == "int8" else precision
             if measured_as not in measured:
-                measured[measured_as] = choose_front_end(modules, measured_as)
+                conv_backend = None if measured_as == "bf16" else fp32_backend
+                measured[measured_as] = choose_front_end(modules, measured_as,
+                                                         conv_backend=conv_backend)
         choices = {name: measured["fp32" if name == "int8" else name] for name in precisions}
         return cls(fp32_backend, {name: front_end for name, (front_end, _) in choices.items()},
                    {"fp32_backend_gmacs_per_s": rates,
@@ -258,7 +308,13 @@ class CpuPaths:
         """Kernel of the linear layers in ``precision`` (a key of ``KERNELS``)."""
         return PRECISION_KERNELS.get(precision, self.fp32_backend)
 
+    def conv_kernel(self, precision):
+        """Kernel of the matmul front end's products in ``precision``: the fp32 backend, or None
+        under bf16 (autocast runs them); int8 keeps the front end in fp32."""
+        return None if precision == "bf16" else self.fp32_backend
+
     def of(self, modules, precision, fp32_layers=()):
         """``CpuInferencePath`` of ``modules`` in ``precision`` (``fp32_layers``: see there)."""
         return CpuInferencePath(modules, self.kernel(precision), self.kernel_cache,
-                                self.front_ends.get(precision, "matmul"), fp32_layers)
+                                self.front_ends.get(precision, "matmul"), fp32_layers,
+                                self.conv_kernel(precision))

@@ -29,6 +29,7 @@ Usage::
     plan.record()  # {"cpu_backend": "onednn", "requested_precision": "auto", ...}
 """
 
+import collections
 import contextlib
 import dataclasses
 
@@ -39,6 +40,7 @@ from ssl_ctc.cpu.kernels import (
     FP32_BACKENDS,
     PROBE_REPEATS,
     choose_fp32_backend,
+    int8_implementation,
     median_seconds,
     plain_linears,
     usable_fp32_backends,
@@ -94,7 +96,8 @@ class CpuInferencePlan:
         >>> record["requested_precision"], record["cpu_front_end"], "cpu_precision" in record
         ('auto', None, False)
         """
-        return {"cpu_backend": self.backend,
+        int8 = {"cpu_int8_implementation": int8_implementation()} if self.backend == "int8" else {}
+        return {**int8, "cpu_backend": self.backend,
                 "requested_precision": self.requested_precision,
                 "cpu_requested_backend": self.requested_backend,
                 "cpu_front_end": self.front_end,
@@ -176,7 +179,8 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
         chosen = min(seconds, key=seconds.get)
     front_end = "matmul" if matmul_front_ends(modules) else None
     if backend == "auto" and front_end is not None:
-        front_end, measurements["front_end_seconds"] = choose_front_end(modules, chosen)
+        front_end, measurements["front_end_seconds"] = choose_front_end(
+            modules, chosen, conv_backend=paths.conv_kernel(chosen))
     paths.front_ends[chosen] = front_end
     fp32_layers = () if chosen == "fp32" else fallbacks
     plan = CpuInferencePlan(chosen, paths.kernel(chosen), precision, backend, measurements,
@@ -194,7 +198,8 @@ def _check_precision(modules, precision, paths, probe):
     errors, fallbacks = paths.of(modules, precision).check(precision)
     check = {"layers_checked": len(errors),
              "largest_layer_error": max(errors.values(), default=0.0),
-             "layer_tolerance": MODULE_TOLERANCE[precision]}
+             "layer_tolerance": MODULE_TOLERANCE[precision],
+             "layer_precisions": layer_precisions(modules, errors, fallbacks, precision)}
     if probe is None:
         return fallbacks, check
     with torch.inference_mode():
@@ -210,3 +215,21 @@ def _check_precision(modules, precision, paths, probe):
         fallbacks["model"] = (f"{precision} output off by {error:.1%} (tolerance "
                               f"{OUTPUT_TOLERANCE[precision]:.0%}) on the probe: fp32 runs")
     return fallbacks, check
+
+
+def layer_precisions(modules, checked, fallbacks, precision):
+    """Checked layers per class and the precision each runs in: ``{class: {precision: count}}``.
+
+    Example
+    -------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Conv1d(4, 4, 3),
+    ...                             torch.nn.Conv1d(4, 4, 3))
+    >>> layer_precisions(model, ["0", "1", "2"], {"2": "off"}, "bf16")
+    {'Conv1d': {'bf16': 1, 'fp32': 1}, 'Linear': {'bf16': 1}}
+    """
+    named = dict(modules.named_modules())
+    counts = collections.defaultdict(collections.Counter)
+    for name in checked:
+        kind = type(named[name]).__name__.removeprefix("Parametrized")  # weight norm's class
+        counts[kind]["fp32" if name in fallbacks else precision] += 1
+    return {kind: dict(sorted(counts[kind].items())) for kind in sorted(counts)}
