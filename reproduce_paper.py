@@ -30,6 +30,7 @@ Usage::
     python reproduce_paper.py --data_folder /path/to/LibriSpeech --print-commands > grid.txt
     python reproduce_paper.py --data_folder /path/to/LibriSpeech --precision bf16  # every row
     python reproduce_paper.py --embedded                         # make paper-demo
+    python reproduce_paper.py --data_folder /path/to/LibriSpeech --teacher baseline  # distilled
 
 Authors
  * Recipe team 2026
@@ -39,7 +40,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -47,311 +47,35 @@ import sys
 import time
 from pathlib import Path
 
-import ruamel.yaml
-
 from librispeech_prepare import DataPreparationError, check_layout
+from ssl_ctc.benchmarking.grid import (
+    BENCHMARK_JSON,
+    CPU_TIMED_TESTS,
+    EARLY_EXIT,
+    EMBEDDED_GRID,
+    GPU_TIMED_TESTS,
+    GRID,
+    MAC_TEST,
+    SAVED_HYPERPARAMS,
+    GridError,
+    Row,
+    configuration_conflicts,
+    load_yaml_keys,
+    missing_results,
+    parse_overrides,
+    select_rows,
+    yaml_value,
+)
 from tools.run_demo import EMBEDDED_OVERRIDES
 
 REPO = Path(__file__).resolve().parent
 
-# (strategy script, YAML), relative to the recipe folder
-DOWNSAMPLING = ("downsampled_train.py", "hparams/downsampling.yaml")  # = sig_down8000.yaml
-LAYER_REMOVAL = ("layer_removal.py", "hparams/layer_removal.yaml")
-EARLY_EXIT = ("early_exiting.py", "hparams/early_exiting/early_exits.yaml")
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One row of the grid: a strategy script run into ``<output_root>/<name>``.
-
-    ``overrides`` is a shell-quoted string; ``{output_root}`` in it is replaced by the
-    output root. ``needs`` names the row whose trained model this one tests.
-    """
-
-    name: str
-    group: str
-    recipe: tuple
-    overrides: str
-    needs: str | None = None
-
-
-# The paper's grid. Epochs: the authors' where docs/paper.md lists them (SD2 15, AV2 10,
-# SD3 10, CL2 12, CL4 25, AV4 25, layer removal 10, early exit 20), else the YAML's 15.
-# Early exit trains once (EE-entropy); EE-similarity tests its checkpoints (--test_only,
-# same save folder) with the other criterion. Thresholds: the paper's sweeps (entropy
-# 0.01-0.10 nats, the authors' 0.10; cosine similarity 0.90-0.99, the authors' 0.95).
-EE_TRAINED = "--save_folder {output_root}/EE-entropy/save"
-GRID = (
-    Row("baseline", "baseline", DOWNSAMPLING, "--downsampling_factor 1"),
-    Row("CL2", "CL", DOWNSAMPLING,
-        "--downsampling_technique convolutional --downsampling_factor 2 --number_of_epochs 12"),
-    Row("CL3", "CL", DOWNSAMPLING,
-        "--downsampling_technique convolutional --downsampling_factor 3"),
-    Row("CL4", "CL", DOWNSAMPLING,
-        "--downsampling_technique convolutional --downsampling_factor 4 --number_of_epochs 25"),
-    Row("AV2", "AV", DOWNSAMPLING,
-        "--downsampling_technique averaging --downsampling_factor 2 --number_of_epochs 10"),
-    Row("AV3", "AV", DOWNSAMPLING, "--downsampling_technique averaging --downsampling_factor 3"),
-    Row("AV4", "AV", DOWNSAMPLING,
-        "--downsampling_technique averaging --downsampling_factor 4 --number_of_epochs 25"),
-    Row("SD2", "SD", DOWNSAMPLING,
-        "--downsampling_technique signal_downsampling --downsampling_factor 2 "
-        "--number_of_epochs 15"),
-    Row("SD3", "SD", DOWNSAMPLING,
-        "--downsampling_technique signal_downsampling --downsampling_factor 3 "
-        "--number_of_epochs 10"),
-    Row("SD4", "SD", DOWNSAMPLING,
-        "--downsampling_technique signal_downsampling --downsampling_factor 4"),
-    *(Row(f"{layers}L", "layer_removal", LAYER_REMOVAL,
-          f"--considered_layers {layers} --number_of_epochs 10") for layers in range(24, 11, -2)),
-    Row("EE-entropy", "early_exit", EARLY_EXIT,
-        "--exit_criterion entropy --exit_threshold 0.1 "
-        "'--exit_threshold_sweep=[0.01, 0.02, 0.05, 0.1]' --number_of_epochs 20"),
-    Row("EE-similarity", "early_exit", EARLY_EXIT,
-        "--test_only --exit_criterion similarity --exit_threshold 0.95 "
-        f"'--exit_threshold_sweep=[0.9, 0.93, 0.95, 0.97, 0.99]' {EE_TRAINED}",
-        needs="EE-entropy"),
-)
-
-# The embedded grid: the same downsampling rows; the 4-layer seed encoder's depths; exits
-# on its 4 layers, with thresholds that reach its early layers (its entropies are higher
-# than WavLM Large's after a short training).
-EMBEDDED_GRID = tuple(row for row in GRID if row.group not in ("layer_removal", "early_exit")) + (
-    *(Row(f"{layers}L", "layer_removal", LAYER_REMOVAL, f"--considered_layers {layers}")
-      for layers in range(4, 0, -1)),
-    Row("EE-entropy", "early_exit", EARLY_EXIT,
-        "'--exit_layers=[1, 2, 3, 4]' --exit_criterion entropy --exit_threshold 0.2 "
-        "'--exit_threshold_sweep=[0.05, 0.1, 0.4, 0.8]'"),
-    Row("EE-similarity", "early_exit", EARLY_EXIT,
-        "--test_only '--exit_layers=[1, 2, 3, 4]' --exit_criterion similarity "
-        f"--exit_threshold 0.95 '--exit_threshold_sweep=[0.9, 0.99]' {EE_TRAINED}",
-        needs="EE-entropy"),
-)
-# Groups that gather other groups.
-GROUP_ALIASES = {"downsampling": ("baseline", "CL", "AV", "SD")}
 
 # The embedded default at tiny scale: the demo's overrides (tools/run_demo.py) with fewer
 # epochs, meant to fit the 16 rows in about 20 minutes on 2 quiet CPU cores (a row of SD2 took
 # 29 s alone; the whole grid 65 min with other work on the cores, docs/RESULTS.md); CPU tests only.
 EMBEDDED_EPOCHS = 3
 EMBEDDED_EXTRA = ["--number_of_epochs", str(EMBEDDED_EPOCHS), "--benchmark_devices=[cpu]"]
-
-# Keys whose value differs between runs of the same row without changing its configuration.
-NOT_COMPARED = ("output_folder",)
-CPU_TIMED_TESTS = ("cpu_greedy", "cpu_lm")
-GPU_TIMED_TESTS = ("gpu_greedy", "gpu_lm")
-MAC_TEST = "macs"
-BENCHMARK_JSON = "benchmark.json"
-SAVED_HYPERPARAMS = "hyperparams.yaml"
-
-
-class GridError(Exception):
-    """A grid that must not run: unknown row, missing data, mixed configurations."""
-
-
-def select_rows(grid, only=None):
-    """The rows named by ``--only`` (rows or groups, comma-separated, any case), in grid order.
-
-    Arguments
-    ---------
-    grid : sequence of Row
-    only : str, optional
-        E.g. ``"SD,18L"``; None selects every row.
-
-    Returns
-    -------
-    list of Row
-
-    Example
-    -------
-    >>> [row.name for row in select_rows(GRID, "sd,18L")]
-    ['SD2', 'SD3', 'SD4', '18L']
-    >>> select_rows(GRID, "SD5")
-    Traceback (most recent call last):
-    ...
-    reproduce_paper.GridError: unknown row or group 'SD5'; valid groups: ...
-    """
-    if not only:
-        return list(grid)
-    groups = {}
-    for row in grid:
-        groups.setdefault(row.group, []).append(row.name)
-    for alias, members in GROUP_ALIASES.items():
-        groups[alias] = [name for member in members for name in groups.get(member, [])]
-    names = {**groups, **{row.name: [row.name] for row in grid}}
-    by_lower = {name.lower(): rows for name, rows in names.items()}
-    chosen = set()
-    for requested in filter(None, (part.strip() for part in only.split(","))):
-        if requested.lower() not in by_lower:
-            raise GridError(
-                f"unknown row or group {requested!r}; valid groups: {', '.join(groups)}; "
-                f"valid rows: {', '.join(row.name for row in grid)}"
-            )
-        chosen.update(by_lower[requested.lower()])
-    return [row for row in grid if row.name in chosen]
-
-
-def parse_overrides(tokens):
-    """Command-line overrides as a dict: key -> value text, or None for a flag.
-
-    Arguments
-    ---------
-    tokens : list of str
-        ``--key value``, ``--key=value`` or ``--flag``; a later key wins.
-
-    Returns
-    -------
-    dict
-
-    Example
-    -------
-    >>> parse_overrides(["--seed", "7", "--test_splits=[test-clean]", "--debug", "--lr", "-1"])
-    {'seed': '7', 'test_splits': '[test-clean]', 'debug': None, 'lr': '-1'}
-    """
-    overrides, key = {}, None
-    for token in tokens:
-        if token.startswith("--"):
-            key, has_value, value = token[2:].partition("=")
-            overrides[key] = value if has_value else None
-            key = None if has_value else key
-        elif key is not None and overrides[key] is None:
-            overrides[key], key = token, None
-        else:
-            raise GridError(f"override value {token!r} follows no --key")
-    return overrides
-
-
-def yaml_value(text):
-    """An override's value as the recipe reads it (YAML 1.2), tags kept.
-
-    Example
-    -------
-    >>> yaml_value("[test-clean]"), yaml_value("0.00005"), yaml_value("null")
-    (['test-clean'], 5e-05, None)
-    >>> yaml_value("!name:torch.optim.Adam")
-    '!name:torch.optim.Adam'
-    """
-    return plain(ruamel.yaml.YAML().load(f"value: {text}")["value"])
-
-
-def plain(value):
-    """A ruamel value as plain Python; a tagged value as its tag (and value).
-
-    Example
-    -------
-    >>> plain(ruamel.yaml.YAML().load("a: !apply:torch.manual_seed [1986]\\nb: 2"))
-    {'a': ('!apply:torch.manual_seed', [1986]), 'b': 2}
-    """
-    tag = getattr(getattr(value, "tag", None), "value", None)
-    if isinstance(value, ruamel.yaml.comments.TaggedScalar):
-        return f"{tag} {value.value}".strip()
-    if isinstance(value, dict):
-        value = {key: plain(item) for key, item in value.items()}
-    elif isinstance(value, list):
-        value = [plain(item) for item in value]
-    elif isinstance(value, float):
-        value = float(value)
-    return (tag, value) if tag else value
-
-
-def load_yaml_keys(path):
-    """The top-level keys of a (hyperpyyaml) YAML file as plain values, tags kept."""
-    with open(path, encoding="utf-8") as yaml_file:
-        return plain(ruamel.yaml.YAML().load(yaml_file))
-
-
-def same_value(ours, theirs):
-    """Whether an override's value equals a saved one (close floats, the same path).
-
-    Example
-    -------
-    >>> same_value(5e-05, 0.00005), same_value([1, 2], [1, 2.0]), same_value("a", "b")
-    (True, True, False)
-    """
-    if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)):
-        return math.isclose(ours, theirs, rel_tol=1e-9)
-    if isinstance(ours, list) and isinstance(theirs, list):
-        return len(ours) == len(theirs) and all(map(same_value, ours, theirs))
-    if isinstance(ours, str) and isinstance(theirs, str) and ours != theirs:
-        return os.path.exists(ours) and os.path.exists(theirs) and os.path.samefile(ours, theirs)
-    return ours == theirs
-
-
-def configuration_conflicts(saved_hyperparams, overrides):
-    """The overrides whose value differs from an earlier run's ``hyperparams.yaml``.
-
-    Arguments
-    ---------
-    saved_hyperparams : dict
-        ``load_yaml_keys`` of the saved file.
-    overrides : dict
-        ``parse_overrides`` of the row's command; flags and keys the file lacks
-        (run options such as ``--device``) are not compared, nor ``output_folder``.
-
-    Returns
-    -------
-    list of (str, str, object)
-        (key, value on this command line, saved value).
-
-    Example
-    -------
-    >>> configuration_conflicts({"seed": 1986, "lr": 0.9}, {"seed": "7", "lr": "0.9",
-    ...                                                     "debug": None, "device": "cpu"})
-    [('seed', '7', 1986)]
-    """
-    return [
-        (key, text, saved_hyperparams[key])
-        for key, text in overrides.items()
-        if text is not None and key in saved_hyperparams and key not in NOT_COMPARED
-        and not same_value(yaml_value(text), saved_hyperparams[key])
-    ]
-
-
-def missing_results(records, test_sets, tests, configurations):
-    """What a row's ``benchmark.json`` still lacks: expected results without an ok latest record.
-
-    Arguments
-    ---------
-    records : list of dict
-        The records of ``benchmark.json``, oldest first.
-    test_sets, tests : sequence of str
-    configurations : sequence of (str or None, float or None)
-        (exit criterion, threshold) per early-exit configuration; ``[(None, None)]``
-        for a model without early exit.
-
-    Returns
-    -------
-    list of str
-        One description per missing result; empty when the row is finished.
-
-    Example
-    -------
-    >>> records = [{"test_set": "test-clean", "test": "macs", "status": "ok"},
-    ...            {"test_set": "test-clean", "test": "cpu_greedy", "status": "ok"},
-    ...            {"test_set": "test-clean", "test": "cpu_greedy", "status": "failed"}]
-    >>> missing_results(records, ["test-clean"], ["cpu_greedy", "macs"], [(None, None)])
-    ['cpu_greedy on test-clean']
-    >>> ee = [{"test_set": "t", "test": "macs", "status": "ok", "exit_criterion": "entropy",
-    ...        "exit_threshold": 0.1}]
-    >>> missing_results(ee, ["t"], ["macs"], [("entropy", 0.10), ("entropy", 0.05)])
-    ['macs on t (entropy 0.05)']
-    """
-    def key(test_set, test, criterion, threshold):
-        return test_set, test, criterion, None if threshold is None else round(threshold, 9)
-
-    latest = {}
-    for record in records:
-        latest[key(record.get("test_set"), record.get("test"), record.get("exit_criterion"),
-                   record.get("exit_threshold"))] = record
-    missing = []
-    for criterion, threshold in configurations:
-        for test_set in test_sets:
-            for test in tests:
-                record = latest.get(key(test_set, test, criterion, threshold))
-                if record is None or record.get("status") != "ok":
-                    configuration = f" ({criterion} {threshold:g})" if criterion else ""
-                    missing.append(f"{test} on {test_set}{configuration}")
-    return missing
 
 
 @dataclasses.dataclass
@@ -365,6 +89,7 @@ class PlannedRow:
     test_sets: list
     tests: list
     configurations: list
+    needs: str | None = None  # the row whose results this one waits for
     status: str = ""
     seconds: float | None = None
 
@@ -407,7 +132,7 @@ def plan_row(row, output_root, shared_overrides, cuda_available):
         configurations = ([(criterion, None)] if criterion == "fixed" else
                           [(criterion, float(t)) for t in dict.fromkeys(thresholds)])
     return PlannedRow(row, overrides, folder, splits, setting("test_splits"), tests,
-                      configurations)
+                      configurations, row.needs)
 
 
 def check_configurations(planned):
@@ -432,8 +157,8 @@ def check_configurations(planned):
 def shell_command(item, plans):
     """One shell line for the row; a row that tests another's model waits for its results."""
     command = shlex.join(item.command())
-    if item.row.needs:
-        needed = plans[item.row.needs].folder / BENCHMARK_JSON
+    if item.needs:
+        needed = plans[item.needs].folder / BENCHMARK_JSON
         command = f"test -f {shlex.quote(str(needed))} && {command}"
     return command
 
@@ -444,8 +169,8 @@ def run_row(item, plans, log_folder):
     if not missing:
         item.status = "finished earlier (skipped)"
         return
-    if item.row.needs and plans[item.row.needs].missing():
-        item.status = f"blocked: needs {item.row.needs} finished first"
+    if item.needs and plans[item.needs].missing():
+        item.status = f"blocked: needs {item.needs} finished first"
         print(f"reproduce_paper: {item.row.name}: {item.status}", flush=True)
         return
     log_path = log_folder / f"{item.row.name}.log"
@@ -467,6 +192,45 @@ def run_row(item, plans, log_folder):
     else:
         item.status = "finished"
     print(f"reproduce_paper: {item.row.name}: {item.status} ({item.seconds:.0f} s)", flush=True)
+
+
+def with_teacher(teacher, rows, plans):
+    """The rows to run when every row learns from ``teacher`` (``--teacher``), their plans set.
+
+    ``"baseline"``: the grid's own baseline row runs first, plain, and teaches every
+    other row (each waits for it). A folder: that finished experiment teaches every row,
+    and the baseline row is left out (the teacher stands for it).
+
+    Arguments
+    ---------
+    teacher : str
+        ``"baseline"`` or a finished experiment of this recipe (or its inference folder).
+    rows : list of Row
+        The selected rows.
+    plans : dict
+        Row name -> ``PlannedRow`` of the whole grid (changed in place).
+
+    Returns
+    -------
+    list of Row
+    """
+    if teacher == "baseline":
+        folder = plans["baseline"].folder
+        rows = [plans["baseline"].row] + [row for row in rows if row.name != "baseline"]
+    else:
+        folder = Path(teacher).absolute()
+        if not folder.is_dir():
+            raise GridError(f"--teacher {teacher}: no such folder (a finished experiment of this "
+                            "recipe, or 'baseline' to train the grid's baseline first)")
+        if any(row.name == "baseline" for row in rows):
+            print(f"reproduce_paper: baseline row left out: {folder} is the teacher", flush=True)
+        rows = [row for row in rows if row.name != "baseline"]
+    for name, item in plans.items():
+        if name != "baseline":
+            item.overrides["teacher"] = str(folder)
+            if teacher == "baseline" and item.needs is None:
+                item.needs = "baseline"
+    return rows
 
 
 def status_table(planned):
@@ -495,6 +259,13 @@ def parse_arguments(argv):
                         help="print one shell command per unfinished row and run nothing")
     parser.add_argument("--embedded", action="store_true",
                         help="every row at tiny scale on the embedded default (make paper-demo)")
+    parser.add_argument("--teacher",
+                        help="distil every row from a teacher: 'baseline' trains the grid's "
+                             "baseline row first and teaches the others with it; a finished "
+                             "experiment's folder teaches every row (the baseline row is then "
+                             "left out); with --distillation_weight/--distillation_temperature "
+                             "as overrides. Default output root: results/paper_kd "
+                             "(results/paper_demo_kd with --embedded)")
     arguments, passed = parser.parse_known_args(argv)
     if not arguments.data_folder and not arguments.embedded:
         parser.error("--data_folder is required (or --embedded for the embedded default)")
@@ -521,10 +292,14 @@ def main(argv=None, grid=None):
         shared = parse_overrides(EMBEDDED_OVERRIDES + EMBEDDED_EXTRA) if arguments.embedded else {}
         data_folder = arguments.data_folder or shared["data_folder"]
         shared.update({"data_folder": os.path.abspath(data_folder), **user_overrides})
-        output_root = Path(arguments.output_root or os.path.join(
-            "results", "paper_demo" if arguments.embedded else "paper")).absolute()
+        default_root = ("paper_demo" if arguments.embedded else "paper") + (
+            "_kd" if arguments.teacher else "")
+        output_root = Path(arguments.output_root
+                           or os.path.join("results", default_root)).absolute()
         cuda_available = _cuda_available()
         plans = {row.name: plan_row(row, output_root, shared, cuda_available) for row in grid}
+        if arguments.teacher:
+            rows = with_teacher(arguments.teacher, rows, plans)
         planned = [plans[row.name] for row in rows]
         check_layout(shared["data_folder"],
                      sorted({split for item in planned for split in item.splits}))

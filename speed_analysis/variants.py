@@ -11,6 +11,8 @@ Usage::
 
 import dataclasses
 
+from ssl_ctc.benchmarking.grid import downsampling_overrides
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -62,16 +64,12 @@ VARIANTS = {
     variant.name: variant
     for variant in (
         _downsampling("baseline", downsampling_factor=1),
-        _downsampling("SD2", downsampling_technique="signal_downsampling", downsampling_factor=2),
-        _downsampling("SD3", downsampling_technique="signal_downsampling", downsampling_factor=3),
-        _downsampling("AV2", downsampling_technique="averaging", downsampling_factor=2),
-        _downsampling("CL2", downsampling_technique="convolutional", downsampling_factor=2),
-        _downsampling("CL3", downsampling_technique="convolutional", downsampling_factor=3),
+        *(_downsampling(name, **downsampling_overrides(name))
+          for name in ("SD2", "SD3", "AV2", "CL2", "CL3")),
         _layer_removal("18L", considered_layers=18, downsampling_factor=1),
         _layer_removal("12L", considered_layers=12, downsampling_factor=1),
         Variant("EE18", "early_exiting.py", "early_exiting/early_exits.yaml",
                 {"exit_criterion": "fixed", "exit_layer": 18}),
-        _layer_removal("SD2+18L", considered_layers=18, downsampling_factor=2,
-                       downsampling_technique="signal_downsampling"),
+        _layer_removal("SD2+18L", considered_layers=18, **downsampling_overrides("SD2")),
     )
 }

@@ -13,8 +13,8 @@ import pytest
 from conftest import EMBEDDED_CORPUS
 
 import reproduce_paper
-from reproduce_paper import DOWNSAMPLING, GRID, Row
-from ssl_ctc.benchmarking import paper
+from ssl_ctc.benchmarking import grid, paper
+from ssl_ctc.benchmarking.grid import DOWNSAMPLING, GRID, Row
 
 SD2 = "--downsampling_technique signal_downsampling --downsampling_factor 2"
 TWO_ROWS = (Row("baseline", "baseline", DOWNSAMPLING, "--downsampling_factor 1"),
@@ -107,15 +107,49 @@ def test_print_commands_of_the_paper_grid(tmp_path, capsys):
     assert not root.exists()
 
 
+def test_teacher_distils_every_row_from_the_baseline_or_a_folder(tmp_path, capsys):
+    """--teacher baseline: the baseline runs first, plain, and every other row waits for it and
+    learns from it; --teacher FOLDER: no baseline row; a missing folder is refused."""
+    corpus = tmp_path / "LibriSpeech"
+    for split in ("train-clean-100", "dev-clean", "test-clean", "test-other"):
+        (corpus / split).mkdir(parents=True)
+    root = tmp_path / "paper_kd"
+    common = ["--data_folder", str(corpus), "--output_root", str(root), "--print-commands"]
+    assert reproduce_paper.main([*common, "--only", "SD2,EE-similarity", "--teacher",
+                                 "baseline", "--distillation_weight", "0.3"]) == 0
+    baseline, sd2, similarity = capsys.readouterr().out.strip().splitlines()
+    assert f"--output_folder {root}/baseline" in baseline and "--teacher" not in baseline
+    assert sd2.startswith(f"test -f {root}/baseline/benchmark.json && ")
+    assert f"--teacher {root}/baseline" in sd2 and "--distillation_weight 0.3" in sd2
+    assert similarity.startswith(f"test -f {root}/EE-entropy/benchmark.json && ")
+    assert f"--teacher {root}/baseline" in similarity
+
+    teacher = tmp_path / "finished_baseline"
+    teacher.mkdir()
+    assert reproduce_paper.main([*common, "--only", "baseline,CL", "--teacher",
+                                 str(teacher)]) == 0
+    captured = capsys.readouterr()
+    commands = [line for line in captured.out.splitlines() if "--output_folder" in line]
+    assert [command.split("--output_folder ")[1].split()[0] for command in commands] == [
+        f"{root}/CL2", f"{root}/CL3", f"{root}/CL4"]
+    assert all(f"--teacher {teacher}" in command for command in commands)
+    assert "baseline row left out" in captured.out + captured.err
+    with pytest.raises(SystemExit):
+        reproduce_paper.main([*common, "--teacher", str(tmp_path / "nowhere")])
+    assert "no such folder" in capsys.readouterr().err
+    assert not root.exists()
+
+
 def test_embedded_grid_rows():
-    names = [row.name for row in reproduce_paper.EMBEDDED_GRID]
+    names = [row.name for row in grid.EMBEDDED_GRID]
     assert names[-6:] == ["4L", "3L", "2L", "1L", "EE-entropy", "EE-similarity"]
-    assert [row.name for row in reproduce_paper.select_rows(GRID, "early_exit,baseline")] == [
+    assert [row.name for row in grid.select_rows(GRID, "early_exit,baseline")] == [
         "baseline", "EE-entropy", "EE-similarity"]
 
 
 def test_driver_doctests():
-    assert doctest.testmod(reproduce_paper, optionflags=doctest.ELLIPSIS).failed == 0
+    for module in (reproduce_paper, grid):
+        assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
 
 
 def summary_row(name, strategy, wer, cpu_time_s, hooks, complete, baseline=False,
