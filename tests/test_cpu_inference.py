@@ -1,5 +1,7 @@
 """Tests of ssl_ctc.cpu: Hugging Face's outputs, classes restored, checks, records."""
 
+import collections
+
 import pytest
 import torch
 from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
@@ -10,6 +12,7 @@ from ssl_ctc.cpu.check import MODULE_TOLERANCE, OUTPUT_TOLERANCE, relative_error
 from ssl_ctc.cpu.kernels import (
     INT8_IMPLEMENTATIONS,
     KERNELS,
+    bf16_kernel,
     int8_implementation,
     int8_kernel,
     onednn_kernel,
@@ -337,3 +340,31 @@ def test_int8_refused_with_a_clear_message_where_no_implementation_works(monkeyp
         monkeypatch.setitem(INT8_IMPLEMENTATIONS, name, broken)
     with pytest.raises(RuntimeError, match="no int8 kernel works in torch .*off by 100.0%"):
         int8_implementation()
+
+
+def test_bf16_linears_run_their_kernel_and_a_wrong_one_runs_in_fp32(monkeypatch):
+    """Under bf16 the linear layers run the bf16 kernel (weights cast once); one whose kernel
+    is wrong on this CPU is checked out and runs in fp32, and the output stays right."""
+    modules = _model(WavLMConfig, WavLMModel)
+    wavs, mask = _padded_batch()
+    calls = collections.Counter()
+
+    def counting_bf16(linear):
+        kernel = bf16_kernel(linear)
+
+        def run(inputs):
+            calls[linear.out_features] += 1
+            output = kernel(inputs)
+            return -output if linear.out_features == 31 else output  # the head's is wrong
+
+        return run
+
+    monkeypatch.setitem(KERNELS, "bf16", counting_bf16)
+    with torch.inference_mode():
+        expected = _forward(modules, wavs, mask)
+        with cpu_inference(modules, "bf16") as plan:
+            calls.clear()  # the check's calls
+            output = _forward(modules, wavs, mask).float()
+    assert plan.precision == "bf16" and list(plan.fallbacks) == ["head"]
+    assert calls[SMALL["intermediate_size"]] > 0 and calls[31] == 0
+    assert relative_error(output, expected) < OUTPUT_TOLERANCE["bf16"]

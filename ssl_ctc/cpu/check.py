@@ -78,9 +78,10 @@ def check_modules(modules, precision, kernel_of=None):
     modules : torch.nn.Module
         Searched recursively (see ``checked_layers``).
     precision : str
-        "bf16" (autocast) or "int8" (``kernel_of(linear)``, the int8 kernel by default).
+        "bf16" (under autocast) or "int8".
     kernel_of : callable, optional
-        ``linear -> kernel`` for int8 (``CpuInferencePath`` passes its cached kernels).
+        ``linear -> kernel`` of the linear layers (default ``KERNELS[precision]``;
+        ``CpuInferencePath`` passes its cached kernels); convolutions run under autocast.
 
     Returns
     -------
@@ -95,7 +96,7 @@ def check_modules(modules, precision, kernel_of=None):
     >>> sorted(errors), failures
     (['0', '1'], {})
     """
-    kernel_of = KERNELS["int8"] if kernel_of is None else kernel_of
+    kernel_of = KERNELS[precision] if kernel_of is None else kernel_of
     tolerance = MODULE_TOLERANCE[precision]
     generator = torch.Generator().manual_seed(0)
     errors, failures = {}, {}
@@ -103,11 +104,9 @@ def check_modules(modules, precision, kernel_of=None):
         for name, layer in checked_layers(modules, precision):
             inputs = _check_input(layer, generator)
             reference = layer(inputs)
-            if precision == "bf16":
-                with autocast("cpu", "bf16"):
-                    output = layer(inputs)
-            else:
-                output = kernel_of(layer)(inputs)
+            run = kernel_of(layer) if isinstance(layer, torch.nn.Linear) else layer
+            with autocast("cpu", precision):
+                output = run(inputs)
             errors[name] = relative_error(output, reference)
             if not errors[name] <= tolerance:  # NaN fails too
                 failures[name] = (f"{precision} kernel off by {errors[name]:.1%} "

@@ -32,28 +32,38 @@ PROBE_REPEATS = 3
 class KernelLinear(torch.nn.Linear):
     """An ``nn.Linear`` whose CPU inference runs ``self.cpu_kernel`` (set by ``CpuInferencePath``).
 
-    On other devices, with gradients enabled, under autocast or on other dtypes
-    the original ``F.linear`` runs.
+    ``self.cpu_kernel_precision`` says where: "fp32" outside autocast, "bf16" under
+    bf16 autocast (``runs_cpu_kernel``); elsewhere (other devices, gradients,
+    other dtypes) the original ``F.linear`` runs.
     """
 
     def forward(self, inputs):
-        if not runs_cpu_kernel(inputs):
+        if not runs_cpu_kernel(inputs, self.cpu_kernel_precision):
             return F.linear(inputs, self.weight, self.bias)
         return self.cpu_kernel(inputs)
 
 
-def runs_cpu_kernel(inputs):
-    """Whether a product on ``inputs`` runs its CPU inference kernel: fp32 on CPU, no gradients,
-    no autocast (elsewhere ``F.linear`` runs, as in training and under bf16 autocast).
+def runs_cpu_kernel(inputs, precision="fp32"):
+    """Whether a product on ``inputs`` runs its CPU inference kernel of ``precision``: on CPU,
+    no gradients, and fp32 inputs outside autocast ("fp32") or under bf16 autocast ("bf16");
+    elsewhere ``F.linear`` runs, as in training.
 
     Example
     -------
     >>> with torch.inference_mode():
     ...     runs_cpu_kernel(torch.randn(2, 3)), runs_cpu_kernel(torch.randn(2, 3).double())
     (True, False)
+    >>> with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     runs_cpu_kernel(torch.randn(2, 3)), runs_cpu_kernel(torch.randn(2, 3), "bf16")
+    (False, True)
     """
-    return (inputs.device.type == "cpu" and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and inputs.dtype == torch.float32)
+    if inputs.device.type != "cpu" or torch.is_grad_enabled():
+        return False
+    if precision == "bf16":
+        return (torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16
+                and inputs.dtype in (torch.float32, torch.bfloat16))
+    return not torch.is_autocast_enabled("cpu") and inputs.dtype == torch.float32
 
 
 def conv_as_linear(conv):
@@ -101,6 +111,23 @@ def aten_kernel(linear):
     weight = linear.weight.detach()
     bias = None if linear.bias is None else linear.bias.detach()
     return lambda inputs: F.linear(inputs, weight, bias)
+
+
+def bf16_kernel(linear):
+    """bf16 product with the weights cast once (autocast casts them at every call).
+
+    Example
+    -------
+    >>> linear = torch.nn.Linear(64, 32)
+    >>> inputs = torch.randn(10, 64)
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     expected = linear(inputs)
+    >>> torch.equal(bf16_kernel(linear)(inputs), expected)
+    True
+    """
+    weight = linear.weight.detach().to(torch.bfloat16)
+    bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+    return lambda inputs: F.linear(inputs.to(torch.bfloat16), weight, bias)
 
 
 def int8_kernel(linear):
@@ -186,7 +213,11 @@ def int8_implementation():
 
 
 # Backend name -> ``kernel_factory(linear)`` -> ``kernel(inputs)``.
-KERNELS = {"aten": aten_kernel, "onednn": onednn_kernel, "int8": int8_kernel}
+KERNELS = {"aten": aten_kernel, "onednn": onednn_kernel, "bf16": bf16_kernel,
+           "int8": int8_kernel}
+
+# Precision in which each kernel runs (``KernelLinear.cpu_kernel_precision``).
+KERNEL_PRECISIONS = {"aten": "fp32", "onednn": "fp32", "bf16": "bf16", "int8": "fp32"}
 
 
 def plain_linears(modules):

@@ -21,6 +21,7 @@ from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 from ssl_ctc.cpu.attention import FastWavLMAttention
 from ssl_ctc.cpu.check import check_modules, fp32_forward
 from ssl_ctc.cpu.kernels import (
+    KERNEL_PRECISIONS,
     KERNELS,
     PROBE_REPEATS,
     KernelLinear,
@@ -39,9 +40,9 @@ FRONT_ENDS = ("matmul", "hugging_face")
 FRONT_END_PROBE_SAMPLES = (1, 32000)  # one 2-second utterance at 16 kHz
 
 
-# Kernel of the linear layers in each reduced precision (bf16: autocast's ``F.linear``); fp32
-# runs the fp32 backend chosen (``choose_fp32_backend``).
-PRECISION_KERNELS = {"bf16": "aten", "int8": "int8"}
+# Kernel of the linear layers in each reduced precision; fp32 runs the fp32 backend chosen
+# (``choose_fp32_backend``).
+PRECISION_KERNELS = {"bf16": "bf16", "int8": "int8"}
 
 
 def matmul_front_ends(modules):
@@ -190,8 +191,9 @@ class CpuInferencePath:
 
     def _kernel(self, linear, backend=None):
         backend = self.backend if backend is None else backend
-        if backend == "int8" and any(linear is layer for layer in self.fp32_layers):
-            backend = "aten"
+        if backend in PRECISION_KERNELS.values() and any(
+                linear is layer for layer in self.fp32_layers):
+            backend = "aten"  # a layer whose reduced-precision kernel is off here
         key = (linear, backend)
         if key not in self.kernel_cache:
             self.kernel_cache[key] = KERNELS[backend](linear)
@@ -206,7 +208,8 @@ class CpuInferencePath:
     def check(self, precision):
         """``check_modules`` for ``precision`` with this path's (cached) int8 kernels."""
         return check_modules(self.modules, precision,
-                             kernel_of=lambda linear: self._kernel(linear, "int8"))
+                             kernel_of=lambda linear: self._kernel(linear,
+                                                                   PRECISION_KERNELS[precision]))
 
     @contextlib.contextmanager
     def applied(self):
@@ -215,6 +218,8 @@ class CpuInferencePath:
             self.kernels = [self._kernel(linear) for linear in self.linears]
         for linear, kernel in zip(self.linears, self.kernels, strict=True):
             linear.cpu_kernel = kernel
+            linear.cpu_kernel_precision = KERNEL_PRECISIONS[
+                "aten" if any(linear is layer for layer in self.fp32_layers) else self.backend]
             linear.__class__ = KernelLinear
         for attention in self.attentions:
             attention.__class__ = FastWavLMAttention
@@ -231,7 +236,7 @@ class CpuInferencePath:
                 del layer.forward
             for linear in self.linears:
                 linear.__class__ = torch.nn.Linear
-                del linear.cpu_kernel
+                del linear.cpu_kernel, linear.cpu_kernel_precision
             for attention in self.attentions:
                 attention.__class__ = WavLMAttention
 
@@ -253,7 +258,7 @@ class CpuPaths:
     >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8))
     >>> paths = CpuPaths("onednn")
     >>> paths.of(model, "fp32").backend, paths.of(model, "int8").backend, paths.kernel("bf16")
-    ('onednn', 'int8', 'aten')
+    ('onednn', 'int8', 'bf16')
     """
 
     def __init__(self, fp32_backend, front_ends=None, measurements=None):
