@@ -19,7 +19,7 @@ Usage::
 
     python downsampled_train.py hparams/downsampling.yaml --data_folder /path/to/LibriSpeech \\
         --output_folder results/SD2_KD --teacher results/baseline \\
-        --distillation_weight 0.5 --distillation_temperature 2
+        --distillation_weight 0.25 --distillation_temperature 1
 
 Authors
  * Recipe team 2026
@@ -40,7 +40,11 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from ssl_ctc.benchmarking.records import RESULTS_JSON, latest_records
 from ssl_ctc.data import make_test_loader
-from ssl_ctc.distillation_loss import alignment_name, distillation_loss
+from ssl_ctc.distillation_loss import (
+    alignment_name,
+    distillation_loss,
+    frame_rate_advice,
+)
 from ssl_ctc.errors import ConfigurationError
 from ssl_ctc.files import write_atomically
 from ssl_ctc.inference.loading import (
@@ -288,7 +292,7 @@ def check_distillation(hparams):
     ...
     ssl_ctc.errors.ConfigurationError: distillation_weight must be a number in [0, 1], got 1.5 ...
     """
-    weight = hparams.get("distillation_weight", 0.5)
+    weight = hparams.get("distillation_weight", 0.25)
     temperature = hparams.get("distillation_temperature", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
         raise ConfigurationError(
@@ -413,6 +417,9 @@ class Distiller:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+        if student_stride != teacher_stride:
+            upsampling = getattr(student.hparams, "ctc_upsampling_factor", 1)
+            logger.warning(frame_rate_advice(student_stride, teacher_stride, upsampling))
         logger.info(f"distilling from teacher {record['teacher']} ({record['teacher_name']}, "
                     f"{record['distillation_alignment']}), ready in "
                     f"{time.perf_counter() - start:.1f} s")

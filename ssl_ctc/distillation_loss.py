@@ -233,3 +233,29 @@ def alignment_name(student_stride, teacher_stride):
         return "frame by frame"
     return (f"the teacher's emissions over each student frame ({student_stride:g} vs "
             f"{teacher_stride:g} samples)")
+
+
+def frame_rate_advice(student_stride, teacher_stride, ctc_upsampling_factor=1):
+    """The warning for a student whose CTC frames are not the teacher's, with the way out.
+
+    Frame-level targets at another frame rate ask for a timing the student cannot
+    produce: on the embedded default every such student ended worse than its CTC-only
+    twin, while at the teacher's frame rate every one ended better (docs/RESULTS.md).
+
+    Example
+    -------
+    >>> advice = frame_rate_advice(480, 320, 2)  # CL3 with CTC x2
+    >>> advice.split(":")[0]
+    "the student's CTC frames are 480 samples apart, the teacher's 320"
+    >>> "--ctc_upsampling_factor 3 gives it the teacher's frame rate" in advice
+    True
+    """
+    factor = ctc_upsampling_factor * student_stride / teacher_stride
+    way_out = (f"--ctc_upsampling_factor {factor:g} gives it the teacher's frame rate, where "
+               "distillation helped every student measured" if float(factor).is_integer()
+               else "a CTC upsampling factor that gives it the teacher's frame rate is "
+               "where distillation helped")
+    return (f"the student's CTC frames are {student_stride:g} samples apart, the teacher's "
+            f"{teacher_stride:g}: frame-level distillation at another frame rate made every such "
+            f"student worse than without a teacher on the embedded default; {way_out} "
+            "(docs/RESULTS.md)")

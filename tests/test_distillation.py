@@ -304,10 +304,13 @@ def test_a_distilled_debug_run_records_its_teacher(tiny_encoders, few_utterances
     assert len(records) == 5 and {r["name"] for r in records} == {"SD2 +KD"}
     assert {(r["teacher"], r["teacher_weights_sha256"], r["distillation_weight"],
              r["distillation_temperature"], r["strategy"]) for r in records} == {
-        (str(teacher), record["teacher_weights_sha256"], 0.7, 2.0,
+        (str(teacher), record["teacher_weights_sha256"], 0.7, 1.0,
          "signal_downsampling+distillation")}
     assert records[0]["distillation_alignment"] == (
         "the teacher's emissions over each student frame (640 vs 320 samples)")
+    log = (student / "log.txt").read_text()  # the way to the teacher's frame rate, before training
+    assert log.index("--ctc_upsampling_factor 2 gives it the teacher's frame rate") < log.index(
+        "Going into epoch 1")
     card = (student / "inference" / "README.md").read_text()
     assert card.startswith("# SD2 +KD") and f"distilled from the teacher `{teacher}`" in card
     assert brain.experiment_tags()["teacher_checkpoint"] == record["teacher_checkpoint"]
