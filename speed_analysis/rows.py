@@ -26,19 +26,23 @@ from ssl_ctc.precision import autocast
 def path_runner(paths):
     """``run_of(brain, precision)``: the brain's batch function on the five tests' path.
 
+    ``run_of(brain, precision, batch_function)`` runs another function of the brain's
+    modules on that path (the front end alone, with the kernels it runs in the forward).
+
     On CPU, ``brain.infer_batch`` inside the ``ssl_ctc.cpu.path.CpuPaths`` path
     for the precision (applied and undone around each batch: a class swap, the
     weights packed once); without ``paths`` (GPU), ``brain.infer_batch``.
     """
 
-    def run_of(brain, precision):
+    def run_of(brain, precision, batch_function=None):
+        batch_function = batch_function or brain.infer_batch
         if paths is None:
-            return brain.infer_batch
+            return batch_function
         path = paths.of(brain.modules, precision)
 
         def run_batch(wavs, wav_lens):
             with path.applied():
-                return brain.infer_batch(wavs, wav_lens)
+                return batch_function(wavs, wav_lens)
 
         return run_batch
 

@@ -178,7 +178,8 @@ def time_rows(arguments, setup, work, batches, work_folder):
     extra = [("fp32", threads)] if precision != "fp32" else []
     extra += [(precision, other) for other in arguments.threads[1:]]
     entries = timed_entries(
-        brains, run_of, front_end_only(baseline), front_end_only(baseline, channels_first=True),
+        brains, run_of, run_of(baseline, precision, front_end_only(baseline)),
+        front_end_only(baseline, channels_first=True),
         matmuls["aten"], precision, threads, extra, cpu_rows)
     print(f"timing {len(entries)} rows x {arguments.repeats} repeats ...", flush=True)
     times, cpu_times = round_robin(entries, batches, arguments.repeats, device,
