@@ -38,7 +38,7 @@ import torch
 import yaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from ssl_ctc.benchmarking.records import RESULTS_JSON, latest_records
+from ssl_ctc.benchmarking.records import DISTILLED_NAME_SUFFIX, RESULTS_JSON, latest_records
 from ssl_ctc.data import make_test_loader
 from ssl_ctc.distillation_loss import (
     alignment_name,
@@ -62,8 +62,6 @@ TEACHER_RECORD = "distillation_teacher.json"
 CACHE_FILE = "teacher_posteriors.pt"
 # Bumped when the cache file's content changes meaning.
 CACHE_FORMAT_VERSION = 1
-# The student's name and label in its records: "SD2 +KD", "x2 KD".
-NAME_SUFFIX = " +KD"
 # Keys of the teacher's saved hyperparams.yaml that must equal the student's.
 SAME_LABELS_KEYS = ("output_neurons", "blank_index")
 SAME_DATA_KEYS = ("sample_rate", "data_folder", "train_splits")
@@ -484,7 +482,7 @@ class Distiller:
     def tags(self, tags):
         """A strategy's tags with the teacher's identity, once the student trained with it.
 
-        The name gets ``NAME_SUFFIX`` (``SD2 +KD``) and the strategy ``+distillation``,
+        The name gets ``DISTILLED_NAME_SUFFIX`` (``SD2 +KD``) and the strategy ``+distillation``,
         so that ``benchmark.py summarize`` keeps distilled and plain rows apart.
         """
         if self.record is None:  # never trained with the teacher (--test_only on a new folder)
@@ -492,7 +490,7 @@ class Distiller:
         return {
             **tags,
             **self.record,
-            "name": tags["name"] + NAME_SUFFIX,
+            "name": tags["name"] + DISTILLED_NAME_SUFFIX,
             "strategy": f"{tags['strategy']}+distillation",
             "label": f"{tags['label']} KD",
             "baseline": False,

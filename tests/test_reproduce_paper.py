@@ -193,6 +193,19 @@ def test_comparison_ratios_to_each_own_baseline():
     assert layers["measured_ratio"]["cpu_lm_time_s"] == pytest.approx(0.75)
 
 
+def test_a_distilled_grid_stands_beside_the_papers_plain_rows():
+    """``reproduce_paper.py --teacher``'s rows ("SD2 +KD") pair with the paper's rows of their
+    plain names, and keep their own name; a plain and a distilled SD2 both appear."""
+    distilled = {**summary_row("SD2 +KD", "signal_downsampling+distillation", 11.0, 1.0, 0.3,
+                               0.4, setting="x2 KD"), "experiment": "kd/SD2"}
+    comparison = paper.compare_with_paper(HAND_MADE_ROWS + [distilled], paper.load_paper_results())
+    sd2 = [entry for entry in comparison if entry["name"].startswith("SD2")]
+    assert [entry["measured"]["wer"] for entry in sd2] == [12.0, 11.0]
+    assert sd2[1]["name"].startswith("SD2 +KD (kd/SD2")
+    assert sd2[1]["paper"]["wer"] == 4.85 and sd2[1]["measured_ratio"]["wer"] == 1.0
+    assert not any(entry["name"] == "SD2 +KD" and entry["paper"] is None for entry in comparison)
+
+
 def test_comparison_markdown_and_pareto_plots(tmp_path):
     table = paper.load_paper_results()
     comparison = paper.compare_with_paper(HAND_MADE_ROWS, table)

@@ -20,6 +20,7 @@ Usage::
 import json
 from pathlib import Path
 
+from ssl_ctc.benchmarking.records import DISTILLED_NAME_SUFFIX
 from ssl_ctc.benchmarking.summary import summary_rows
 from ssl_ctc.files import write_atomically
 
@@ -157,27 +158,29 @@ def compare_with_paper(rows, paper):
     """
     measured = [row for row in rows if row["test_set"] == paper["test_set"]
                 and row.get("cpu_precision") in (None, "fp32")]
-    named = {}
+    named = {}  # a distilled row ("SD2 +KD") stands beside the paper's row of its plain name
     for row in measured:
-        named.setdefault(row["name"], []).append(row)
+        named.setdefault(row["name"].removesuffix(DISTILLED_NAME_SUFFIX), []).append(row)
     measured_baseline = (named.get(paper["baseline"]) or [
         row for row in measured if row["baseline"]] or [None])[0]
     paper_baseline = next(row for row in paper["rows"] if row["name"] == paper["baseline"])
     published = {row["name"] for row in paper["rows"]}
     pairs = [(paper_row, row) for paper_row in paper["rows"]
              for row in named.get(paper_row["name"], [None])]
-    unpublished = [row for row in measured if row["name"] not in published]
+    unpublished = [row for row in measured
+                   if row["name"].removesuffix(DISTILLED_NAME_SUFFIX) not in published]
     order = list(MARKERS)  # layer removal before early exit, as in the paper
     pairs += [(None, row) for row in sorted(unpublished, key=lambda row: order.index(
         row["strategy"]) if row["strategy"] in order else len(order))]
     comparison = []
     for paper_row, row in pairs:
         values = _measured_values(row)
-        name = (paper_row or row)["name"]
+        name = (row or paper_row)["name"]
+        key = name.removesuffix(DISTILLED_NAME_SUFFIX)
         entry = {
             # the same name measured several times (folders, batch sizes): each says which
             "name": f"{name} ({row['experiment']}, batch {row.get('batch_size')})"
-            if len(named.get(name, [])) > 1 else name,
+            if len(named.get(key, [])) > 1 else name,
             "factor": paper_row["factor"] if paper_row else row.get("setting"),
             "strategy": _strategy(paper_row, row),
             "paper": {column: paper_row.get(column) for column, _ in COMPARED_COLUMNS}

@@ -26,6 +26,8 @@ GPU_TESTS = (("gpu_greedy", False), ("gpu_lm", True))  # (name, uses the LM)
 CPU_TESTS = (("cpu_greedy", False), ("cpu_lm", True))
 MAC_TEST = "macs"
 RESULTS_JSON = "benchmark.json"
+# The suffix of a distilled model's name in its records ("SD2 +KD": ``ssl_ctc.distillation``).
+DISTILLED_NAME_SUFFIX = " +KD"
 
 
 RESULTS_CSV = "benchmark.csv"
