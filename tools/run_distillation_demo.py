@@ -37,7 +37,8 @@ from speechbrain.utils.metric_stats import ErrorRateStats  # noqa: E402
 
 from speed_analysis.variants import VARIANTS  # noqa: E402
 from ssl_ctc.ctc import greedy_decode, make_tokenizer  # noqa: E402
-from ssl_ctc.distillation import CACHE_FILE, TEACHER_RECORD, load_cache  # noqa: E402
+from ssl_ctc.distillation import CACHE_FILE, load_cache  # noqa: E402
+from ssl_ctc.distillation_checks import TEACHER_RECORD  # noqa: E402
 from ssl_ctc.distillation_loss import frame_overlap_fractions, span_log_posteriors  # noqa: E402
 from tools.run_demo import EMBEDDED_OVERRIDES  # noqa: E402
 
