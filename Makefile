@@ -30,7 +30,7 @@ lint: $(INSTALLED)
 gpu-check: $(INSTALLED)
 	$(VENV)/bin/python tools/gpu_check.py
 
-# Every row of the paper's grid at tiny scale on the embedded default (meant for ~20 min on 2 quiet
-# CPU cores), then the paper's table beside it: results/paper_demo/paper_comparison.md.
+# Every row of the paper's grid at tiny scale on the embedded default (6.5 min on 2 quiet CPU
+# cores, measured), then the paper's table beside it: results/paper_demo/paper_comparison.md.
 paper-demo: $(INSTALLED)
 	$(VENV)/bin/python reproduce_paper.py --embedded

@@ -72,8 +72,8 @@ REPO = Path(__file__).resolve().parent
 
 
 # The embedded default at tiny scale: the demo's overrides (tools/run_demo.py) with fewer
-# epochs, meant to fit the 16 rows in about 20 minutes on 2 quiet CPU cores (a row of SD2 took
-# 29 s alone; the whole grid 65 min with other work on the cores, docs/RESULTS.md); CPU tests only.
+# epochs: the 16 rows took 380 s on 2 quiet CPU cores (65 min with other work on the cores,
+# docs/RESULTS.md); CPU tests only.
 EMBEDDED_EPOCHS = 3
 EMBEDDED_EXTRA = ["--number_of_epochs", str(EMBEDDED_EPOCHS), "--benchmark_devices=[cpu]"]
 
