@@ -252,7 +252,8 @@ def parse_arguments(argv):
                                               "test-clean, ...); default with --embedded: the "
                                               "embedded corpus")
     parser.add_argument("--output_root", help="one folder per row is made here (default "
-                                              "results/paper, with --embedded results/paper_demo)")
+                                              "results/paper, with --embedded results/paper_demo; "
+                                              "_kd appended with --teacher)")
     parser.add_argument("--only", help="comma-separated rows or groups (e.g. SD,layer_removal,18L)")
     parser.add_argument("--print-commands", "--print_commands", dest="print_commands",
                         action="store_true",

@@ -280,8 +280,19 @@ def test_check_passes_on_a_correct_kernel():
         assert plan.check["layers_checked"] > 0
 
 
+@pytest.fixture
+def fresh_kernel_choices():
+    """The kernels usable here (``usable_fp32_backends``, ``int8_implementation``) probed
+    again in the test, and again after it."""
+    for choice in (usable_fp32_backends, int8_implementation):
+        choice.cache_clear()
+    yield
+    for choice in (usable_fp32_backends, int8_implementation):
+        choice.cache_clear()
+
+
 @pytest.mark.parametrize("fault", ["missing operator", "wrong result"])
-def test_a_private_kernel_that_breaks_is_left_out(monkeypatch, fault):
+def test_a_private_kernel_that_breaks_is_left_out(monkeypatch, fault, fresh_kernel_choices):
     """oneDNN's packed kernel uses private torch operators: if they go, aten runs instead."""
 
     def broken_onednn(linear):
@@ -305,15 +316,10 @@ def test_a_private_kernel_that_breaks_is_left_out(monkeypatch, fault):
             pass
 
 
-@pytest.fixture
-def fresh_int8_choice():
-    """``int8_implementation`` chosen again in the test, and again after it."""
-    int8_implementation.cache_clear()
-    yield
-    int8_implementation.cache_clear()
 
 
-def test_int8_runs_torchao_where_the_quantized_engine_is_gone(monkeypatch, fresh_int8_choice):
+def test_int8_runs_torchao_where_the_quantized_engine_is_gone(monkeypatch,
+                                                              fresh_kernel_choices):
     """The legacy quantized engine's operators removed (a future torch): int8 runs through
     torchao, within the int8 tolerance, and the record names it."""
     def removed(linear):
@@ -332,7 +338,7 @@ def test_int8_runs_torchao_where_the_quantized_engine_is_gone(monkeypatch, fresh
 
 
 def test_int8_refused_with_a_clear_message_where_no_implementation_works(monkeypatch,
-                                                                         fresh_int8_choice):
+                                                                         fresh_kernel_choices):
     def broken(linear):
         return lambda inputs: torch.zeros(*inputs.shape[:-1], linear.out_features)
 

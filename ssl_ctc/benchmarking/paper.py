@@ -20,26 +20,22 @@ Usage::
 import json
 from pathlib import Path
 
+from ssl_ctc.benchmarking.grid import TECHNIQUES
 from ssl_ctc.benchmarking.records import DISTILLED_NAME_SUFFIX
-from ssl_ctc.benchmarking.summary import summary_rows
+from ssl_ctc.benchmarking.summary import MISSING, SUMMARY_COLUMNS, summary_rows
 from ssl_ctc.files import write_atomically
 
 PAPER_RESULTS = Path(__file__).resolve().parents[2] / "docs" / "paper_results.json"
 PAPER_COMPARISON_MARKDOWN = "paper_comparison.md"
 NOT_PUBLISHED = "not published"
 NOT_RUN = "not run"
-MISSING = "–"
 
-# (summary column, paper column title); the measured MACs are read from MEASURED_MACS.
-COMPARED_COLUMNS = (
-    ("wer", "WER"),
-    ("gpu_time_s", "GPU s"),
-    ("cpu_time_s", "CPU s"),
-    ("wer_lm", "WER-LM"),
-    ("gpu_lm_time_s", "GPU-LM s"),
-    ("cpu_lm_time_s", "CPU-LM s"),
-    ("gmacs_per_batch", "MACs (G)"),
-)
+# The paper's columns: (summary column, title as in the summary); the measured MACs are read
+# from MEASURED_MACS.
+PAPER_COLUMNS = ("wer", "gpu_time_s", "cpu_time_s", "wer_lm", "gpu_lm_time_s", "cpu_lm_time_s",
+                 "gmacs_per_batch")
+COMPARED_COLUMNS = tuple((column, title) for column, title in SUMMARY_COLUMNS
+                         if column in PAPER_COLUMNS)
 WER_COLUMNS = ("wer", "wer_lm")
 # The paper's MACs are a module-hook count (thop): the measured count on the same footing.
 MEASURED_MACS = "gmacs_per_batch_module_hooks"
@@ -57,7 +53,6 @@ MARKERS = {
     "early_exit_similarity": "P",
     "early_exit_fixed": "h",
 }
-PAPER_STRATEGIES = {"SD": "signal_downsampling", "AV": "averaging", "CL": "convolutional"}
 # (file stem, x column, x axis label); both sides' MACs are on the paper's counting.
 PARETO_PLOTS = (
     ("paper_pareto_wer_vs_cpu_time", "cpu_time_s", "CPU time for the split (s)"),
@@ -211,7 +206,7 @@ def _strategy(paper_row, row):
         return "baseline" if row["baseline"] else row.get("strategy") or ""
     if paper_row["factor"] == 1:
         return "baseline"
-    return PAPER_STRATEGIES.get(paper_row["name"][:2], "")
+    return TECHNIQUES.get(paper_row["name"][:2], "")
 
 
 def _format_number(value):

@@ -263,8 +263,10 @@ def linear_gmacs_per_s(kernel_factory, linear, rows=PROBE_ROWS, repeats=PROBE_RE
     return rows * linear.in_features * linear.out_features / median / 1e9
 
 
+@functools.cache
 def usable_fp32_backends():
-    """The fp32 backends that work in this torch: each gives ``F.linear``'s result on a probe.
+    """The fp32 backends that work in this torch: each gives ``F.linear``'s result on a probe
+    (probed once per process).
 
     ``onednn`` calls private operators (``torch.ops.mkldnn._reorder_linear_weight``,
     ``_linear_pointwise``) that a torch release may change or drop: where they are
@@ -312,7 +314,8 @@ def choose_fp32_backend(linears, backends=FP32_BACKENDS):
     >>> backend in FP32_BACKENDS, sorted(rates) == sorted(FP32_BACKENDS)
     (True, True)
     """
-    backends = [backend for backend in backends if backend in usable_fp32_backends()]
+    usable = usable_fp32_backends()
+    backends = [backend for backend in backends if backend in usable]
     widest = max(linears, key=lambda linear: linear.weight.numel())
     rates = {}
     for _ in range(2):  # alternated, so that a load change does not favour one

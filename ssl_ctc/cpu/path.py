@@ -126,13 +126,19 @@ def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS, conv_back
     front_end = front_ends[0]
     wavs = torch.randn(*FRONT_END_PROBE_SAMPLES)
     seconds = {}
+    packed = {}  # conv -> kernel, packed once for both rounds
+
+    def kernel_of(conv):
+        if conv not in packed:
+            packed[conv] = KERNELS[conv_backend](conv_as_linear(conv))
+        return packed[conv]
+
     with torch.inference_mode(), autocast("cpu", precision):
         for _ in range(2):  # alternated, so that a load change does not favour one
             for name in FRONT_ENDS:
                 kernels = contextlib.nullcontext()
                 if name == "matmul" and conv_backend is not None:
-                    kernels = front_end_kernels(
-                        [front_end], lambda conv: KERNELS[conv_backend](conv_as_linear(conv)))
+                    kernels = front_end_kernels([front_end], kernel_of)
                 with front_end_mode(front_end, name), kernels:
                     median = median_seconds(lambda: front_end(wavs), repeats)
                 seconds[name] = min(seconds.get(name, median), median)
@@ -189,11 +195,17 @@ class CpuInferencePath:
         self.kernel_cache = {} if kernel_cache is None else kernel_cache
         self.kernels = None
 
-    def _kernel(self, linear, backend=None):
+    def _backend_of(self, linear, backend=None):
+        """The kernel a linear layer runs: ``backend`` (this path's by default), or "aten"
+        for a layer whose reduced-precision kernel is off here."""
         backend = self.backend if backend is None else backend
         if backend in PRECISION_KERNELS.values() and any(
                 linear is layer for layer in self.fp32_layers):
-            backend = "aten"  # a layer whose reduced-precision kernel is off here
+            return "aten"
+        return backend
+
+    def _kernel(self, linear, backend=None):
+        backend = self._backend_of(linear, backend)
         key = (linear, backend)
         if key not in self.kernel_cache:
             self.kernel_cache[key] = KERNELS[backend](linear)
@@ -218,8 +230,7 @@ class CpuInferencePath:
             self.kernels = [self._kernel(linear) for linear in self.linears]
         for linear, kernel in zip(self.linears, self.kernels, strict=True):
             linear.cpu_kernel = kernel
-            linear.cpu_kernel_precision = KERNEL_PRECISIONS[
-                "aten" if any(linear is layer for layer in self.fp32_layers) else self.backend]
+            linear.cpu_kernel_precision = KERNEL_PRECISIONS[self._backend_of(linear)]
             linear.__class__ = KernelLinear
         for attention in self.attentions:
             attention.__class__ = FastWavLMAttention
