@@ -9,7 +9,7 @@ import torch
 from speechbrain.integrations.huggingface.wav2vec2 import make_padding_masks
 
 from ssl_ctc.benchmarking.macs import count_macs
-from ssl_ctc.cpu.kernels import KERNELS
+from ssl_ctc.cpu.kernels import KERNEL_PRECISIONS, KERNELS
 
 
 def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device, backend="aten"):
@@ -18,10 +18,10 @@ def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device, backe
     For a batch: the Q, K, V and output projections (``hidden x hidden``) and
     the feed-forward pair (``hidden x intermediate``, ``intermediate x hidden``)
     on ``rows x hidden`` inputs, ``rows`` being the batch's utterances times its
-    padded encoder frames, with a backend: "aten" (``torch.nn.functional.linear``,
-    the op of ``nn.Linear``), "onednn" or "int8" (``ssl_ctc.cpu.kernels.KERNELS``,
-    CPU), or "bf16" (``F.linear`` on bf16 operands). ``layer_macs_per_row`` gives
-    the MACs of one row.
+    padded encoder frames, with a kernel of ``ssl_ctc.cpu.kernels.KERNELS``: "aten"
+    (``torch.nn.functional.linear``, the op of ``nn.Linear``), "bf16" (the same on bf16
+    operands), or, on CPU, "onednn", "onednn_bf16" (packed weights) or "int8".
+    ``layer_macs_per_row`` gives the MACs of one row.
 
     Arguments
     ---------
@@ -34,7 +34,7 @@ def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device, backe
     device : str
         Where the operands live.
     backend : str
-        "aten", "onednn", "int8" or "bf16".
+        A key of ``KERNELS`` ("aten", "onednn", "int8", "bf16", "onednn_bf16").
 
     Returns
     -------
@@ -62,8 +62,8 @@ def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device, backe
         with torch.no_grad():
             linear.weight.copy_(operand(out_features, in_features))
             linear.bias.copy_(operand(out_features))
-        kernels.append(_matmul_kernel(linear, backend))
-    dtype = torch.bfloat16 if backend == "bf16" else torch.float32
+        kernels.append(KERNELS[backend](linear))
+    dtype = torch.bfloat16 if KERNEL_PRECISIONS[backend] == "bf16" else torch.float32
     inputs = {samples: operand(rows, hidden_size).to(dtype)
               for samples, rows in rows_by_samples.items()}
 
@@ -74,14 +74,6 @@ def layer_matmuls(hidden_size, intermediate_size, rows_by_samples, device, backe
         return kernels[5](kernels[4](rows))
 
     return run_batch
-
-
-def _matmul_kernel(linear, backend):
-    """``inputs -> linear(inputs)`` through a backend (see ``layer_matmuls``)."""
-    if backend == "bf16":
-        weight, bias = linear.weight.detach().bfloat16(), linear.bias.detach().bfloat16()
-        return lambda inputs: torch.nn.functional.linear(inputs, weight, bias)
-    return KERNELS[backend](linear)
 
 
 def layer_macs_per_row(hidden_size, intermediate_size):

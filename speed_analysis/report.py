@@ -289,12 +289,16 @@ def print_report(results):
 
 def _print_cpu_paths(cpu_paths):
     """The CPU paths, engines and GEMM limits, side by side."""
-    rates = cpu_paths.get("fp32_backend_gmacs_per_s")
-    measured = ("" if not rates else " (measured at start: " + ", ".join(
-        f"{name} {rate:.1f}" for name, rate in rates.items()) + " GMAC/s)")
-    print(f"\nCPU paths (same batches, same round-robin); fp32 backend "
-          f"{cpu_paths['fp32_backend']}{measured}; 'baseline' is the five tests' path in "
-          f"{cpu_paths['main_precision']}:")
+    backends = []
+    for precision in ("fp32", "bf16"):
+        if f"{precision}_backend" not in cpu_paths:
+            continue
+        rates = cpu_paths.get(f"{precision}_backend_gmacs_per_s")
+        measured = ("" if not rates else " (measured at start: " + ", ".join(
+            f"{name} {rate:.1f}" for name, rate in rates.items()) + " GMAC/s)")
+        backends.append(f"{precision} backend {cpu_paths[f'{precision}_backend']}{measured}")
+    print(f"\nCPU paths (same batches, same round-robin); {'; '.join(backends)}; 'baseline' is "
+          f"the five tests' path in {cpu_paths['main_precision']}:")
     for precision, seconds in cpu_paths.get("front_end_seconds", {}).items():
         if seconds:
             print(f"  CNN front end in {precision}: {cpu_paths['front_ends'][precision]} (2 s "

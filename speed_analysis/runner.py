@@ -49,6 +49,7 @@ from speed_analysis.synthetic_utterances import padding_fraction
 from ssl_ctc.benchmarking.measurement import round_robin
 from ssl_ctc.benchmarking.records import utc_timestamp
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
+from ssl_ctc.cpu.kernels import usable_backends
 from ssl_ctc.cpu.machine import cpu_flags, cpu_name, has_bf16_instructions
 from ssl_ctc.cpu.path import CpuPaths
 from ssl_ctc.encoder import SAMPLE_RATE, encoder_frames
@@ -134,6 +135,7 @@ def choose_cpu_paths(baseline, backend, cpu_batches):
     compared = ["fp32", "int8"] + (["bf16"] if has_bf16_instructions() else [])
     paths = CpuPaths.choose(baseline.modules, compared, backend)
     record = {"flags": cpu_flags(), **paths.measurements, "fp32_backend": paths.fp32_backend,
+              **({"bf16_backend": paths.bf16_backend} if "bf16" in compared else {}),
               "front_ends": paths.front_ends, "compared_precisions": compared,
               "bf16_instructions": has_bf16_instructions()}
     record["encoder_differences"] = encoder_differences(
@@ -159,8 +161,8 @@ def time_rows(arguments, setup, work, batches, work_folder):
     if on_cpu:
         print("choosing the CPU path, exporting to ONNX ...", flush=True)
         paths, cpu_paths = choose_cpu_paths(baseline, arguments.cpu_backend, setup["cpu_batches"])
-        matmul_backends += ["onednn", "int8"] + (["bf16"] if cpu_paths["bf16_instructions"]
-                                                 else [])
+        matmul_backends += ["onednn", "int8"] + (list(usable_backends("bf16"))
+                                                 if cpu_paths["bf16_instructions"] else [])
     run_of = path_runner(paths)
     if on_cpu:
         cpu_rows.append(("baseline, HF path", baseline.infer_batch, "fp32"))

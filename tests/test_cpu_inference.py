@@ -15,8 +15,9 @@ from ssl_ctc.cpu.kernels import (
     bf16_kernel,
     int8_implementation,
     int8_kernel,
+    onednn_bf16_kernel,
     onednn_kernel,
-    usable_fp32_backends,
+    usable_backends,
 )
 from ssl_ctc.cpu.machine import has_bf16_instructions
 from ssl_ctc.cpu.path import FRONT_ENDS, CpuInferencePath, CpuPaths
@@ -282,38 +283,43 @@ def test_check_passes_on_a_correct_kernel():
 
 @pytest.fixture
 def fresh_kernel_choices():
-    """The kernels usable here (``usable_fp32_backends``, ``int8_implementation``) probed
+    """The kernels usable here (``usable_backends``, ``int8_implementation``) probed
     again in the test, and again after it."""
-    for choice in (usable_fp32_backends, int8_implementation):
+    for choice in (usable_backends, int8_implementation):
         choice.cache_clear()
     yield
-    for choice in (usable_fp32_backends, int8_implementation):
+    for choice in (usable_backends, int8_implementation):
         choice.cache_clear()
 
 
 @pytest.mark.parametrize("fault", ["missing operator", "wrong result"])
-def test_a_private_kernel_that_breaks_is_left_out(monkeypatch, fault, fresh_kernel_choices):
-    """oneDNN's packed kernel uses private torch operators: if they go, aten runs instead."""
+@pytest.mark.parametrize(("precision", "private", "public"),
+                         [("fp32", "onednn", "aten"), ("bf16", "onednn_bf16", "bf16")])
+def test_a_private_kernel_that_breaks_is_left_out(monkeypatch, fault, precision, private, public,
+                                                  fresh_kernel_choices):
+    """oneDNN's packed kernels use private torch operators: if they go, ``F.linear`` runs."""
 
     def broken_onednn(linear):
         if fault == "missing operator":
             raise AttributeError("no such operator: mkldnn._reorder_linear_weight")
         return lambda inputs: torch.zeros(*inputs.shape[:-1], linear.out_features)
 
-    monkeypatch.setitem(KERNELS, "onednn", broken_onednn)
-    assert usable_fp32_backends() == ("aten",)
+    monkeypatch.setitem(KERNELS, private, broken_onednn)
+    assert usable_backends(precision) == (public,)
     modules = _model(WavLMConfig, WavLMModel)
     wavs, mask = _padded_batch()
     with torch.inference_mode():
         expected = _forward(modules, wavs, mask)
-        with cpu_inference(modules, "fp32") as plan:
-            output = _forward(modules, wavs, mask)
-    assert plan.backend == "aten"
-    assert sorted(plan.measurements["fp32_backend_gmacs_per_s"]) == ["aten"]
-    assert (output - expected).abs().max() < 1e-4
-    with pytest.raises(ValueError, match="'onednn' does not work in torch"):
-        with cpu_inference(modules, "fp32", "onednn"):
-            pass
+        with cpu_inference(modules, precision) as plan:
+            output = _forward(modules, wavs, mask).float()
+    assert plan.backend == public
+    assert sorted(plan.measurements[f"{precision}_backend_gmacs_per_s"]) == [public]
+    assert relative_error(output, expected) < {"fp32": 1e-5, "bf16": OUTPUT_TOLERANCE["bf16"]}[
+        precision]
+    if precision == "fp32":
+        with pytest.raises(ValueError, match="'onednn' does not work in torch"):
+            with cpu_inference(modules, "fp32", "onednn"):
+                pass
 
 
 
@@ -349,23 +355,28 @@ def test_int8_refused_with_a_clear_message_where_no_implementation_works(monkeyp
 
 
 def test_bf16_linears_run_their_kernel_and_a_wrong_one_runs_in_fp32(monkeypatch):
-    """Under bf16 the linear layers run the bf16 kernel (weights cast once); one whose kernel
-    is wrong on this CPU is checked out and runs in fp32, and the output stays right."""
+    """Under bf16 the linear layers run the bf16 kernel chosen here (weights cast once); one
+    whose kernel is wrong on this CPU is checked out and runs in fp32, and the output stays
+    right."""
     modules = _model(WavLMConfig, WavLMModel)
     wavs, mask = _padded_batch()
     calls = collections.Counter()
 
-    def counting_bf16(linear):
-        kernel = bf16_kernel(linear)
+    def counting(factory):
+        def counting_kernel(linear):
+            kernel = factory(linear)
 
-        def run(inputs):
-            calls[linear.out_features] += 1
-            output = kernel(inputs)
-            return -output if linear.out_features == 31 else output  # the head's is wrong
+            def run(inputs):
+                calls[linear.out_features] += 1
+                output = kernel(inputs)
+                return -output if linear.out_features == 31 else output  # the head's is wrong
 
-        return run
+            return run
 
-    monkeypatch.setitem(KERNELS, "bf16", counting_bf16)
+        return counting_kernel
+
+    for name, factory in (("bf16", bf16_kernel), ("onednn_bf16", onednn_bf16_kernel)):
+        monkeypatch.setitem(KERNELS, name, counting(factory))
     with torch.inference_mode():
         expected = _forward(modules, wavs, mask)
         with cpu_inference(modules, "bf16") as plan:

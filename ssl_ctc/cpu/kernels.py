@@ -1,16 +1,18 @@
-"""Kernels of the CPU path's linear layers: aten or oneDNN fp32, dynamic int8; the fp32 choice.
+"""Kernels of the CPU path's linear layers: aten or oneDNN fp32 and bf16, dynamic int8; the choice.
 
 ``torch.nn.functional.linear`` runs fp32 products through MKL, which on some
 processors (AMD EPYC) takes a generic code path; oneDNN with weights packed
-once for the processor is exact to float rounding and can be much faster.
-``choose_fp32_backend`` measures both at the model's widest linear layer.
+once for the processor is exact to float rounding and can be much faster. In
+bf16, ``F.linear`` reorders the weight for oneDNN at every call; packed once it
+is the same product. ``choose_backend`` measures the candidates of a precision
+at the model's widest linear layer.
 A ``KernelLinear`` (an ``nn.Linear`` whose class ``CpuInferencePath`` swaps in)
 runs its kernel in CPU inference and ``F.linear`` everywhere else. int8 runs the
 quantized engine's kernels, or torchao's where those are gone (``int8_implementation``).
 
 Usage::
 
-    backend, gmacs_per_s = choose_fp32_backend(plain_linears(model))
+    backend, gmacs_per_s = choose_backend(plain_linears(model), "fp32")
     kernel = KERNELS[backend](linear)
 """
 
@@ -21,6 +23,12 @@ import torch
 import torch.nn.functional as F
 
 FP32_BACKENDS = ("aten", "onednn")
+
+# bf16 kernels: "bf16" is ``F.linear`` on bf16 weights, "onednn_bf16" oneDNN's packed product.
+BF16_BACKENDS = ("bf16", "onednn_bf16")
+
+# Kernel candidates of each precision that ``choose_backend`` measures.
+PRECISION_BACKENDS = {"fp32": FP32_BACKENDS, "bf16": BF16_BACKENDS}
 
 
 PROBE_ROWS = 512
@@ -130,6 +138,30 @@ def bf16_kernel(linear):
     return lambda inputs: F.linear(inputs.to(torch.bfloat16), weight, bias)
 
 
+def onednn_bf16_kernel(linear):
+    """oneDNN bf16 product with the weight cast and packed once (``F.linear`` in bf16
+    reorders it at every call); the same rounding as ``bf16_kernel`` up to summation order.
+
+    Example
+    -------
+    >>> linear = torch.nn.Linear(64, 32)
+    >>> inputs = torch.randn(10, 64)
+    >>> expected = bf16_kernel(linear)(inputs).float()
+    >>> output = onednn_bf16_kernel(linear)(inputs)
+    >>> output.dtype, bool((output.float() - expected).norm() / expected.norm() < 0.01)
+    (torch.bfloat16, True)
+    """
+    weight = linear.weight.detach().to(torch.bfloat16)
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+    bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+
+    def run(inputs):
+        return torch.ops.mkldnn._linear_pointwise(inputs.to(torch.bfloat16), packed, bias,
+                                                  "none", [], "")
+
+    return run
+
+
 def int8_kernel(linear):
     """Dynamic int8 (weights per output channel, activations per call) through the first of
     ``INT8_IMPLEMENTATIONS`` that works in this torch (``int8_implementation``).
@@ -214,10 +246,14 @@ def int8_implementation():
 
 # Backend name -> ``kernel_factory(linear)`` -> ``kernel(inputs)``.
 KERNELS = {"aten": aten_kernel, "onednn": onednn_kernel, "bf16": bf16_kernel,
-           "int8": int8_kernel}
+           "onednn_bf16": onednn_bf16_kernel, "int8": int8_kernel}
 
 # Precision in which each kernel runs (``KernelLinear.cpu_kernel_precision``).
-KERNEL_PRECISIONS = {"aten": "fp32", "onednn": "fp32", "bf16": "bf16", "int8": "fp32"}
+KERNEL_PRECISIONS = {"aten": "fp32", "onednn": "fp32", "bf16": "bf16", "onednn_bf16": "bf16",
+                     "int8": "fp32"}
+
+# Kernels in a reduced precision: a layer whose reduced-precision kernel is off here runs "aten".
+REDUCED_PRECISION_KERNELS = ("bf16", "onednn_bf16", "int8")
 
 
 def plain_linears(modules):
@@ -263,45 +299,55 @@ def linear_gmacs_per_s(kernel_factory, linear, rows=PROBE_ROWS, repeats=PROBE_RE
     return rows * linear.in_features * linear.out_features / median / 1e9
 
 
-@functools.cache
-def usable_fp32_backends():
-    """The fp32 backends that work in this torch: each gives ``F.linear``'s result on a probe
-    (probed once per process).
+# Relative error of a candidate kernel against ``F.linear`` in its precision on the probe of
+# ``usable_backends`` above which it counts as broken (fp32: float rounding; bf16: rounding of
+# the two products' different summation orders).
+USABLE_TOLERANCE = {"fp32": 1e-5, "bf16": 0.02}
 
-    ``onednn`` calls private operators (``torch.ops.mkldnn._reorder_linear_weight``,
-    ``_linear_pointwise``) that a torch release may change or drop: where they are
-    missing, fail or disagree with ``F.linear``, only ``aten`` is used.
+
+@functools.cache
+def usable_backends(precision="fp32"):
+    """The kernels of ``precision`` (``PRECISION_BACKENDS``) that work in this torch on this
+    CPU: each gives ``F.linear``'s result in that precision on a probe (probed once per process).
+
+    ``onednn`` and ``onednn_bf16`` call private operators
+    (``torch.ops.mkldnn._reorder_linear_weight``, ``_linear_pointwise``) that a torch
+    release may change or drop, and that refuse bf16 on a CPU without AVX-512: where they
+    are missing, fail or disagree with ``F.linear``, only ``F.linear`` is used.
 
     Example
     -------
-    >>> "aten" in usable_fp32_backends()
-    True
+    >>> "aten" in usable_backends("fp32"), "bf16" in usable_backends("bf16")
+    (True, True)
     """
-    linear = torch.nn.Linear(8, 4)
-    inputs = torch.randn(3, 8)
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    inputs = torch.randn(8, 64, generator=generator)
     usable = []
     with torch.inference_mode():
         expected = F.linear(inputs, linear.weight, linear.bias)
-        for backend in FP32_BACKENDS:
+        if precision == "bf16":
+            expected = bf16_kernel(linear)(inputs).float()
+        for backend in PRECISION_BACKENDS[precision]:
             try:
-                exact = torch.allclose(KERNELS[backend](linear)(inputs), expected, atol=1e-5)
+                output = KERNELS[backend](linear)(inputs).float()
             except (AttributeError, RuntimeError, TypeError):  # an operator missing or changed
-                exact = False
-            if exact:
+                continue
+            if float((output - expected).norm() / expected.norm()) <= USABLE_TOLERANCE[precision]:
                 usable.append(backend)
     return tuple(usable)
 
 
-def choose_fp32_backend(linears, backends=FP32_BACKENDS):
-    """The fastest exact fp32 backend at the widest linear layer, and what was measured.
+def choose_backend(linears, precision="fp32"):
+    """The fastest usable kernel of ``precision`` at the widest linear layer, and what was measured.
 
     Arguments
     ---------
     linears : list of torch.nn.Linear
         The layers that will run it.
-    backends : tuple of str
-        Candidates (keys of ``KERNELS``); those not usable here (``usable_fp32_backends``)
-        are left out.
+    precision : str
+        "fp32" or "bf16": its candidates are ``PRECISION_BACKENDS[precision]``; those not
+        usable here (``usable_backends``) are left out.
 
     Returns
     -------
@@ -310,12 +356,11 @@ def choose_fp32_backend(linears, backends=FP32_BACKENDS):
 
     Example
     -------
-    >>> backend, rates = choose_fp32_backend([torch.nn.Linear(32, 64)])
-    >>> backend in FP32_BACKENDS, sorted(rates) == sorted(FP32_BACKENDS)
+    >>> backend, rates = choose_backend([torch.nn.Linear(32, 64)])
+    >>> backend in FP32_BACKENDS, sorted(rates) == sorted(usable_backends("fp32"))
     (True, True)
     """
-    usable = usable_fp32_backends()
-    backends = [backend for backend in backends if backend in usable]
+    backends = usable_backends(precision)
     widest = max(linears, key=lambda linear: linear.weight.numel())
     rates = {}
     for _ in range(2):  # alternated, so that a load change does not favour one

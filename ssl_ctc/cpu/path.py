@@ -24,8 +24,9 @@ from ssl_ctc.cpu.kernels import (
     KERNEL_PRECISIONS,
     KERNELS,
     PROBE_REPEATS,
+    REDUCED_PRECISION_KERNELS,
     KernelLinear,
-    choose_fp32_backend,
+    choose_backend,
     conv_as_linear,
     median_seconds,
     plain_linears,
@@ -38,11 +39,6 @@ FRONT_ENDS = ("matmul", "hugging_face")
 
 
 FRONT_END_PROBE_SAMPLES = (1, 32000)  # one 2-second utterance at 16 kHz
-
-
-# Kernel of the linear layers in each reduced precision; fp32 runs the fp32 backend chosen
-# (``choose_fp32_backend``).
-PRECISION_KERNELS = {"bf16": "bf16", "int8": "int8"}
 
 
 def matmul_front_ends(modules):
@@ -153,7 +149,7 @@ class CpuInferencePath:
     modules : torch.nn.Module
         Searched recursively (e.g. a Brain's ``modules``).
     backend : str
-        "aten", "onednn" or "int8" (see ``KERNELS``).
+        "aten", "onednn", "bf16", "onednn_bf16" or "int8" (see ``KERNELS``).
     kernel_cache : dict, optional
         ``(linear, backend) -> kernel``, shared by paths over the same layers (the
         speed script's variants share one encoder), so that weights are packed once.
@@ -199,7 +195,7 @@ class CpuInferencePath:
         """The kernel a linear layer runs: ``backend`` (this path's by default), or "aten"
         for a layer whose reduced-precision kernel is off here."""
         backend = self.backend if backend is None else backend
-        if backend in PRECISION_KERNELS.values() and any(
+        if backend in REDUCED_PRECISION_KERNELS and any(
                 linear is layer for layer in self.fp32_layers):
             return "aten"
         return backend
@@ -218,10 +214,9 @@ class CpuInferencePath:
         return self.kernel_cache[key]
 
     def check(self, precision):
-        """``check_modules`` for ``precision`` with this path's (cached) int8 kernels."""
+        """``check_modules`` for ``precision`` with this path's (cached) kernels."""
         return check_modules(self.modules, precision,
-                             kernel_of=lambda linear: self._kernel(linear,
-                                                                   PRECISION_KERNELS[precision]))
+                             kernel_of=lambda linear: self._kernel(linear, self.backend))
 
     @contextlib.contextmanager
     def applied(self):
@@ -263,6 +258,8 @@ class CpuPaths:
         Precision -> CNN front end (see ``CpuInferencePath``); "matmul" where absent.
     measurements : dict, optional
         What the choices measured (``choose``).
+    bf16_backend : str
+        Kernel of the bf16 linear layers (see ``BF16_BACKENDS``).
 
     Example
     -------
@@ -272,15 +269,16 @@ class CpuPaths:
     ('onednn', 'int8', 'bf16')
     """
 
-    def __init__(self, fp32_backend, front_ends=None, measurements=None):
+    def __init__(self, fp32_backend, front_ends=None, measurements=None, bf16_backend="bf16"):
         self.fp32_backend = fp32_backend
+        self.bf16_backend = bf16_backend
         self.front_ends = {} if front_ends is None else front_ends
         self.measurements = {} if measurements is None else measurements
         self.kernel_cache = {}  # paths over the same layers pack their weights once
 
     @classmethod
     def choose(cls, modules, precisions, backend="auto"):
-        """Measure on ``modules`` the fp32 backend and, per precision, the front end.
+        """Measure on ``modules`` the fp32 and bf16 kernels and, per precision, the front end.
 
         Arguments
         ---------
@@ -289,13 +287,14 @@ class CpuPaths:
         precisions : list of str
             "fp32", "bf16", "int8": the precisions whose front end is chosen.
         backend : str
-            "auto" (measured: ``choose_fp32_backend``, ``choose_front_end``), or one of
-            ``FP32_BACKENDS`` (nothing measured, the matmul front end).
+            "auto" (measured: ``choose_backend``, ``choose_front_end``), or one of
+            ``FP32_BACKENDS`` (nothing measured, the matmul front end, ``F.linear`` in bf16).
 
         Returns
         -------
         CpuPaths
-            With ``measurements``: ``fp32_backend_gmacs_per_s``, ``front_end_seconds``.
+            With ``measurements``: ``fp32_backend_gmacs_per_s``, ``front_end_seconds`` and,
+            with bf16, ``bf16_backend_gmacs_per_s``.
 
         Example
         -------
@@ -306,7 +305,13 @@ class CpuPaths:
         """
         if backend != "auto":
             return cls(backend)
-        fp32_backend, rates = choose_fp32_backend(plain_linears(modules))
+        linears = plain_linears(modules)
+        fp32_backend, rates = choose_backend(linears, "fp32")
+        measurements = {"fp32_backend_gmacs_per_s": rates}
+        bf16_backend = "bf16"
+        if "bf16" in precisions:
+            bf16_backend, measurements["bf16_backend_gmacs_per_s"] = choose_backend(linears,
+                                                                                    "bf16")
         # The front end runs in fp32 under int8: its fp32 measurement serves both.
         measured = {}
         for precision in ("fp32", *precisions):
@@ -316,13 +321,14 @@ class CpuPaths:
                 measured[measured_as] = choose_front_end(modules, measured_as,
                                                          conv_backend=conv_backend)
         choices = {name: measured["fp32" if name == "int8" else name] for name in precisions}
+        measurements["front_end_seconds"] = {name: seconds
+                                             for name, (_, seconds) in choices.items()}
         return cls(fp32_backend, {name: front_end for name, (front_end, _) in choices.items()},
-                   {"fp32_backend_gmacs_per_s": rates,
-                    "front_end_seconds": {name: seconds for name, (_, seconds) in choices.items()}})
+                   measurements, bf16_backend)
 
     def kernel(self, precision):
         """Kernel of the linear layers in ``precision`` (a key of ``KERNELS``)."""
-        return PRECISION_KERNELS.get(precision, self.fp32_backend)
+        return {"fp32": self.fp32_backend, "bf16": self.bf16_backend, "int8": "int8"}[precision]
 
     def conv_kernel(self, precision):
         """Kernel of the matmul front end's products in ``precision``: the fp32 backend, or None

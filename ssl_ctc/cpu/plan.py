@@ -12,7 +12,9 @@ under autocast the original ``F.linear`` runs. Precisions:
   ``onednn`` at the model's widest linear layer; outputs within 1e-4);
   ``"auto"`` also measures the CNN front end as channels-last products
   (``ssl_ctc.front_end``) against Hugging Face's convolutions and runs the faster;
-- ``"bf16"``: bf16 autocast for the block (fast only with avx512_bf16 / AMX);
+- ``"bf16"``: bf16 autocast for the block (fast only with avx512_bf16 / AMX), the
+  linear layers on bf16 weights cast once (``"auto"`` measures ``F.linear`` against
+  oneDNN's product with the weights packed once, ``onednn_bf16``);
 - ``"int8"``: dynamic int8 (fbgemm / x86 engine) of every linear layer,
   per-output-channel weight scales;
 - ``"auto"``: bf16 where the processor has bf16 instructions, the check passes
@@ -39,11 +41,11 @@ from ssl_ctc.cpu.check import MODULE_TOLERANCE, OUTPUT_TOLERANCE, probe_output, 
 from ssl_ctc.cpu.kernels import (
     FP32_BACKENDS,
     PROBE_REPEATS,
-    choose_fp32_backend,
+    choose_backend,
     int8_implementation,
     median_seconds,
     plain_linears,
-    usable_fp32_backends,
+    usable_backends,
 )
 from ssl_ctc.cpu.machine import BF16_INSTRUCTIONS, cpu_flags, has_bf16_instructions
 from ssl_ctc.cpu.path import CpuPaths, choose_front_end, matmul_front_ends
@@ -59,7 +61,7 @@ class CpuInferencePlan:
     precision : str
         "fp32", "bf16" or "int8" (``"auto"`` resolved).
     backend : str
-        Kernel of the linear layers ("aten", "onednn", "int8").
+        Kernel of the linear layers ("aten", "onednn", "bf16", "onednn_bf16", "int8").
     requested_precision, requested_backend : str
         As asked.
     measurements : dict
@@ -123,9 +125,9 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
     precision : str
         One of ``CPU_PRECISIONS``; "bf16" enters bf16 autocast for the block.
     backend : str
-        fp32 kernel: "auto" (measured, and the CNN front end too: ``choose_front_end``),
-        "aten" or "onednn" (with the matmul front end); the kernel is ignored for
-        int8 and bf16 (autocast runs ``F.linear``).
+        fp32 kernel: "auto" (measured, the bf16 kernel and the CNN front end too:
+        ``choose_backend``, ``choose_front_end``), "aten" or "onednn" (with the matmul
+        front end; bf16 then runs ``F.linear`` on bf16 weights); int8 ignores it.
     probe : callable, optional
         ``probe()`` runs one representative forward; needed by ``"auto"``
         precision on processors with bf16 instructions.
@@ -148,7 +150,7 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
                          f"(expected one of {CPU_PRECISIONS})")
     if backend not in ("auto", *FP32_BACKENDS):
         raise ValueError(f"unknown CPU backend {backend!r} (expected auto or {FP32_BACKENDS})")
-    if backend != "auto" and backend not in usable_fp32_backends():
+    if backend != "auto" and backend not in usable_backends("fp32"):
         raise ValueError(f"CPU backend {backend!r} does not work in torch {torch.__version__} "
                          "(its operators are missing or disagree with F.linear): use aten or auto")
     measurements = {}
@@ -157,8 +159,7 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
     if backend == "auto":
         fp32_backend = "aten"
         if linears and precision in ("fp32", "auto"):
-            fp32_backend, measurements["fp32_backend_gmacs_per_s"] = choose_fp32_backend(linears)
-    paths = CpuPaths(fp32_backend)
+            fp32_backend, measurements["fp32_backend_gmacs_per_s"] = choose_backend(linears)
     chosen, fallbacks, check = precision, {}, {}
     if precision == "auto":
         chosen = "fp32"
@@ -168,6 +169,10 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
             measurements["auto"] = "fp32: no probe to measure and check bf16 with"
         else:
             chosen = "bf16"
+    bf16_backend = "bf16"
+    if backend == "auto" and linears and chosen == "bf16":
+        bf16_backend, measurements["bf16_backend_gmacs_per_s"] = choose_backend(linears, "bf16")
+    paths = CpuPaths(fp32_backend, bf16_backend=bf16_backend)
     if chosen != "fp32":
         fallbacks, check = _check_precision(modules, chosen, paths, probe)
         if "model" in fallbacks:
