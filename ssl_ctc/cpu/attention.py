@@ -58,9 +58,8 @@ class FastWavLMAttention(WavLMAttention):
         constant = self.gru_rel_pos_const.view(1, 1, heads, 1)
         gate = (gate_a * (gate_b * constant - 1.0) + 2.0).transpose(1, 2)  # [B, H, T, 1]
         bias = gate * position_bias.view(batch, heads, frames, frames)
-        if attention_mask is not None:
-            padded = attention_mask.ne(1)[:, None, None, :]
-            bias = bias.masked_fill(padded, float("-inf"))
+        if attention_mask is not None and not bool(attention_mask.all()):  # padded keys
+            bias.masked_fill_(attention_mask.ne(1)[:, None, None, :], float("-inf"))
 
         def split_heads(projection):
             return projection(hidden_states).view(batch, frames, heads, head_dim).transpose(1, 2)
