@@ -166,6 +166,20 @@ def test_front_end_convolutions_run_packed_kernels_in_fp32_only(precision, monke
         CpuInferencePath(modules, "aten", front_end="conv")
 
 
+def test_int8_plan_runs_its_front_end_on_the_measured_fp32_kernel():
+    """``cpu_inference`` in int8 (the five tests) measures the fp32 kernel as the speed script's
+    ``CpuPaths.choose`` does: the int8 path's fp32 CNN front end runs it, not ``F.linear``."""
+    modules = _model(WavLMConfig, WavLMModel)
+    front_end = modules["ssl"].feature_extractor
+    wavs, _ = _padded_batch()
+    with torch.inference_mode(), cpu_inference(modules, "int8") as plan:
+        kernels = front_end.conv_kernels
+    rates = plan.measurements["fp32_backend_gmacs_per_s"]
+    assert sorted(rates) == sorted(usable_backends("fp32"))
+    assert plan.front_end in FRONT_ENDS
+    assert (kernels is not None) == (plan.front_end == "matmul")
+
+
 def test_no_front_end_recorded_without_a_matmul_front_end():
     modules = torch.nn.Sequential(torch.nn.Linear(8, 8))
     for backend in ("auto", "aten"):

@@ -158,7 +158,7 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
     fp32_backend = backend
     if backend == "auto":
         fp32_backend = "aten"
-        if linears and precision in ("fp32", "auto"):
+        if linears and precision != "bf16":  # int8 runs its CNN front end on the fp32 kernel
             fp32_backend, measurements["fp32_backend_gmacs_per_s"] = choose_backend(linears)
     chosen, fallbacks, check = precision, {}, {}
     if precision == "auto":
