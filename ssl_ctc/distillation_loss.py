@@ -239,8 +239,9 @@ def frame_rate_advice(student_stride, teacher_stride, ctc_upsampling_factor=1):
     """The warning for a student whose CTC frames are not the teacher's, with the way out.
 
     Frame-level targets at another frame rate ask for a timing the student cannot
-    produce: on the embedded default every such student ended worse than its CTC-only
-    twin, while at the teacher's frame rate every one ended better (docs/RESULTS.md).
+    produce: on the embedded default such students ended worse than their CTC-only
+    twins (SD2, CL3; only SD4 gained, after 12 epochs), while at the teacher's frame rate
+    every one ended better (docs/RESULTS.md).
 
     Example
     -------
@@ -256,6 +257,6 @@ def frame_rate_advice(student_stride, teacher_stride, ctc_upsampling_factor=1):
                else "a CTC upsampling factor that gives it the teacher's frame rate is "
                "where distillation helped")
     return (f"the student's CTC frames are {student_stride:g} samples apart, the teacher's "
-            f"{teacher_stride:g}: frame-level distillation at another frame rate made every such "
-            f"student worse than without a teacher on the embedded default; {way_out} "
+            f"{teacher_stride:g}: frame-level distillation at another frame rate made such "
+            f"students (SD2, CL3) worse than without a teacher on the embedded default; {way_out} "
             "(docs/RESULTS.md)")
