@@ -50,11 +50,9 @@ import sys
 
 import torch
 
+from ssl_ctc.benchmarking.names import CPU_TESTS, GPU_TESTS, MAC_TEST
 from ssl_ctc.benchmarking.passes import brain_on, run_inference_test, run_mac_test
 from ssl_ctc.benchmarking.records import (
-    CPU_TESTS,
-    GPU_TESTS,
-    MAC_TEST,
     append_records,
     cpu_name,
     device_name,

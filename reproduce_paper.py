@@ -49,14 +49,11 @@ from pathlib import Path
 
 from librispeech_prepare import DataPreparationError, check_layout
 from ssl_ctc.benchmarking.grid import (
-    BENCHMARK_JSON,
     CPU_TIMED_TESTS,
     EARLY_EXIT,
     EMBEDDED_GRID,
     GPU_TIMED_TESTS,
     GRID,
-    MAC_TEST,
-    SAVED_HYPERPARAMS,
     GridError,
     Row,
     configuration_conflicts,
@@ -66,6 +63,7 @@ from ssl_ctc.benchmarking.grid import (
     select_rows,
     yaml_value,
 )
+from ssl_ctc.benchmarking.names import EXPERIMENT_HPARAMS, MAC_TEST, RESULTS_JSON
 from tools.run_demo import EMBEDDED_OVERRIDES
 
 REPO = Path(__file__).resolve().parent
@@ -103,7 +101,7 @@ class PlannedRow:
 
     def missing(self):
         """What the row's ``benchmark.json`` still lacks (everything when there is none)."""
-        path = self.folder / BENCHMARK_JSON
+        path = self.folder / RESULTS_JSON
         records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
         return missing_results(records, self.test_sets, self.tests, self.configurations)
 
@@ -139,7 +137,7 @@ def check_configurations(planned):
     """Raise GridError naming every row and key whose folder was made with other values."""
     conflicts = []
     for item in planned:
-        saved = item.folder / SAVED_HYPERPARAMS
+        saved = item.folder / EXPERIMENT_HPARAMS
         if saved.is_file():
             conflicts += [
                 f"row {item.row.name}: --{key} {text} here, but {saved} has {key}: {value!r}"
@@ -158,7 +156,7 @@ def shell_command(item, plans):
     """One shell line for the row; a row that tests another's model waits for its results."""
     command = shlex.join(item.command())
     if item.needs:
-        needed = plans[item.needs].folder / BENCHMARK_JSON
+        needed = plans[item.needs].folder / RESULTS_JSON
         command = f"test -f {shlex.quote(str(needed))} && {command}"
     return command
 
@@ -320,7 +318,7 @@ def main(argv=None, grid=None):
     for item in planned:
         run_row(item, plans, log_folder)
     summary_ok = True
-    if any(output_root.rglob(BENCHMARK_JSON)):
+    if any(output_root.rglob(RESULTS_JSON)):
         summary_ok = subprocess.run([sys.executable, str(REPO / "benchmark.py"), "summarize",
                                      str(output_root), "--paper"]).returncode == 0
     print(status_table(planned))

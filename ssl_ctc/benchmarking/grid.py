@@ -18,6 +18,8 @@ import os
 
 import ruamel.yaml
 
+from ssl_ctc.benchmarking.names import CPU_TESTS, GPU_TESTS
+
 # (strategy script, YAML), relative to the recipe folder
 DOWNSAMPLING = ("downsampled_train.py", "hparams/downsampling.yaml")  # = sig_down8000.yaml
 LAYER_REMOVAL = ("layer_removal.py", "hparams/layer_removal.yaml")
@@ -102,11 +104,8 @@ GROUP_ALIASES = {"downsampling": ("baseline", "CL", "AV", "SD")}
 
 # Keys whose value differs between runs of the same row without changing its configuration.
 NOT_COMPARED = ("output_folder",)
-CPU_TIMED_TESTS = ("cpu_greedy", "cpu_lm")
-GPU_TIMED_TESTS = ("gpu_greedy", "gpu_lm")
-MAC_TEST = "macs"
-BENCHMARK_JSON = "benchmark.json"
-SAVED_HYPERPARAMS = "hyperparams.yaml"
+CPU_TIMED_TESTS = tuple(name for name, _ in CPU_TESTS)
+GPU_TIMED_TESTS = tuple(name for name, _ in GPU_TESTS)
 
 
 class GridError(Exception):

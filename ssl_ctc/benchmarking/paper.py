@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from ssl_ctc.benchmarking.grid import TECHNIQUES
-from ssl_ctc.benchmarking.records import DISTILLED_NAME_SUFFIX
+from ssl_ctc.benchmarking.names import DISTILLED_NAME_SUFFIX
 from ssl_ctc.benchmarking.summary import MISSING, SUMMARY_COLUMNS, summary_rows
 from ssl_ctc.files import write_atomically
 

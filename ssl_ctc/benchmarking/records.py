@@ -17,21 +17,10 @@ from pathlib import Path
 
 import torch
 
+from ssl_ctc.benchmarking.names import RESULTS_CSV, RESULTS_JSON
 from ssl_ctc.cpu.machine import cpu_name
 from ssl_ctc.files import write_atomically
 from ssl_ctc.imports import import_object
-
-# Test names of the records: the paper's five tests.
-GPU_TESTS = (("gpu_greedy", False), ("gpu_lm", True))  # (name, uses the LM)
-CPU_TESTS = (("cpu_greedy", False), ("cpu_lm", True))
-MAC_TEST = "macs"
-RESULTS_JSON = "benchmark.json"
-# The suffix of a distilled model's name in its records ("SD2 +KD": ``ssl_ctc.distillation``).
-DISTILLED_NAME_SUFFIX = " +KD"
-
-
-RESULTS_CSV = "benchmark.csv"
-
 
 REPORTED_VERSIONS = (
     "torch",

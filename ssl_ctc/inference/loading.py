@@ -20,6 +20,7 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.fetching import LocalStrategy
 
+from ssl_ctc.benchmarking.names import EXPERIMENT_HPARAMS
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.imports import import_object
 
@@ -33,8 +34,7 @@ HPARAMS_FILE = "hyperparams.yaml"
 TOKENIZER_FILE = "tokenizer.ckpt"
 SSL_CONFIG_FOLDER = "ssl_encoder"
 CUSTOM_INTERFACE_FILE = "custom_interface.py"  # a strategy's interface, for foreign_class
-# The experiment's own YAML (saved by the recipe) and its key naming the Brain class.
-EXPERIMENT_HPARAMS = "hyperparams.yaml"
+# The key of the experiment's own YAML (``EXPERIMENT_HPARAMS``) naming the Brain class.
 BRAIN_CLASS_KEY = "brain_class"
 
 

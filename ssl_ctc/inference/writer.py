@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ssl_ctc.benchmarking.records import RESULTS_JSON
+from ssl_ctc.benchmarking.names import RESULTS_JSON
 from ssl_ctc.files import write_json
 from ssl_ctc.imports import importable_class_name
 from ssl_ctc.inference.hparams_yaml import inference_hparams_yaml, ssl_configs
