@@ -210,7 +210,8 @@ def print_report(results):
         print(f"\nCPU flags: {' '.join(flags['flags']) or 'none of the listed'}; torch "
               f"capability {flags['capability']}, quantized engine {flags['quantized_engine']}, "
               f"{flags['cores']} cores; bf16 instructions: "
-              f"{'yes' if cpu_paths['bf16_instructions'] else 'no'}")
+              f"{'yes' if cpu_paths['bf16_instructions'] else 'no'}; C allocator: "
+              f"{cpu_paths.get('allocator', 'not recorded')}")
     print(f"\n{settings['architecture']} ({results['encoder_parameters'] / 1e6:.1f} M parameters"
           f"{', tiny shapes' if settings['quick'] else ''}) on {results['device_name']}, "
           f"{settings['device']}, {settings['threads'][0]} threads, {settings['precision']}"

@@ -49,6 +49,7 @@ from speed_analysis.synthetic_utterances import padding_fraction
 from ssl_ctc.benchmarking.measurement import round_robin
 from ssl_ctc.benchmarking.records import utc_timestamp
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
+from ssl_ctc.cpu.allocator import keep_freed_memory
 from ssl_ctc.cpu.kernels import usable_backends
 from ssl_ctc.cpu.machine import cpu_flags, cpu_name, has_bf16_instructions
 from ssl_ctc.cpu.path import CpuPaths
@@ -132,9 +133,11 @@ def choose_cpu_paths(baseline, backend, cpu_batches):
         ``(paths, record)``: a ``CpuPaths`` and the ``cpu_paths`` part of ``speed.json``
         (flags, measurements, choices, each path's encoder output against Hugging Face's).
     """
+    allocator = keep_freed_memory()  # before any row is timed, so that every row runs with it
     compared = ["fp32", "int8"] + (["bf16"] if has_bf16_instructions() else [])
     paths = CpuPaths.choose(baseline.modules, compared, backend)
-    record = {"flags": cpu_flags(), **paths.measurements, "fp32_backend": paths.fp32_backend,
+    record = {"flags": cpu_flags(), "allocator": allocator, **paths.measurements,
+              "fp32_backend": paths.fp32_backend,
               **({"bf16_backend": paths.bf16_backend} if "bf16" in compared else {}),
               "front_ends": paths.front_ends, "compared_precisions": compared,
               "bf16_instructions": has_bf16_instructions()}

@@ -399,3 +399,53 @@ def test_bf16_linears_run_their_kernel_and_a_wrong_one_runs_in_fp32(monkeypatch)
     assert plan.precision == "bf16" and list(plan.fallbacks) == ["head"]
     assert calls[SMALL["intermediate_size"]] > 0 and calls[31] == 0
     assert relative_error(output, expected) < OUTPUT_TOLERANCE["bf16"]
+
+
+def _mmapped_bytes():
+    """Bytes glibc currently holds in mmap'd blocks (``mallinfo2().hblkhd``), None elsewhere."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]
+
+    mallinfo2 = getattr(ctypes.CDLL(None), "mallinfo2", None)
+    if mallinfo2 is None:
+        return None
+    mallinfo2.restype = MallInfo2
+    return mallinfo2().hblkhd
+
+
+def test_cpu_path_keeps_freed_memory_and_records_it():
+    """Under the CPU path a 64 MB tensor comes from glibc's heap, not from fresh mmap'd pages
+    (which every forward would fault in again); the plan's record says which allocator ran."""
+    modules = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    with torch.inference_mode(), cpu_inference(modules, "fp32") as plan:
+        before = _mmapped_bytes()
+        large = torch.ones(16 << 20)  # 64 MiB, above glibc's largest mmap threshold
+        during = _mmapped_bytes()
+        del large
+    allocator = plan.record()["cpu_allocator"]
+    if before is None:
+        pytest.skip(f"not glibc 2.33 or later: {allocator}")
+    assert allocator.startswith("glibc") and "freed memory kept" in allocator
+    assert during - before < 16 << 20
+
+
+def test_allocator_left_alone_without_glibc(monkeypatch):
+    """Another C library: nothing is changed, and the record says so."""
+    import ctypes
+
+    from ssl_ctc.cpu import allocator
+
+    class OtherLibc:
+        def __getattr__(self, name):
+            raise AttributeError(name)
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: OtherLibc())
+    allocator.keep_freed_memory.cache_clear()
+    try:
+        assert allocator.keep_freed_memory() == "the C library's own (not glibc): unchanged"
+    finally:
+        allocator.keep_freed_memory.cache_clear()

@@ -1,7 +1,8 @@
 """CPU inference at the machine's limit: the one place that chooses kernels, precision, front end.
 
 - ``machine``: the processor's name, flags (bf16 instructions) and cores;
-- ``kernels``: the linear layers' kernels (aten, oneDNN, int8) and the fp32 choice;
+- ``kernels``: the linear layers' kernels (aten, oneDNN fp32 and bf16, int8) and their choice;
+- ``allocator``: the C allocator keeps freed memory (no page faults per batch, glibc);
 - ``attention``: WavLM's attention with its projections as modules;
 - ``check``: reduced-precision kernels checked against fp32, per-layer fp32 fallbacks;
 - ``path``: a path applied to modules and undone, the front-end choice, ``CpuPaths``;

@@ -37,6 +37,7 @@ import dataclasses
 
 import torch
 
+from ssl_ctc.cpu.allocator import keep_freed_memory
 from ssl_ctc.cpu.check import MODULE_TOLERANCE, OUTPUT_TOLERANCE, probe_output, relative_error
 from ssl_ctc.cpu.kernels import (
     FP32_BACKENDS,
@@ -99,7 +100,7 @@ class CpuInferencePlan:
         ('auto', None, False)
         """
         int8 = {"cpu_int8_implementation": int8_implementation()} if self.backend == "int8" else {}
-        return {**int8, "cpu_backend": self.backend,
+        return {**int8, "cpu_backend": self.backend, "cpu_allocator": keep_freed_memory(),
                 "requested_precision": self.requested_precision,
                 "cpu_requested_backend": self.requested_backend,
                 "cpu_front_end": self.front_end,
