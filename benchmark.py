@@ -50,7 +50,6 @@ import sys
 
 import torch
 
-from ssl_ctc.benchmarking.names import CPU_TESTS, GPU_TESTS, MAC_TEST
 from ssl_ctc.benchmarking.passes import brain_on, run_inference_test, run_mac_test
 from ssl_ctc.benchmarking.records import (
     append_records,
@@ -62,6 +61,7 @@ from ssl_ctc.benchmarking.records import (
 from ssl_ctc.benchmarking.summary import summarize
 from ssl_ctc.cpu.machine import available_cpu_cores
 from ssl_ctc.lm_decoding import LMDecoder
+from ssl_ctc.names import CPU_TESTS, GPU_TESTS, MAC_TEST
 
 logger = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ from ssl_ctc.benchmarking.grid import (
     select_rows,
     yaml_value,
 )
-from ssl_ctc.benchmarking.names import EXPERIMENT_HPARAMS, MAC_TEST, RESULTS_JSON
+from ssl_ctc.names import EXPERIMENT_HPARAMS, MAC_TEST, RESULTS_JSON
 from tools.run_demo import EMBEDDED_OVERRIDES
 
 REPO = Path(__file__).resolve().parent

@@ -15,7 +15,8 @@ The core (training a strategy):
 - ``ctc``: alphabet, tokenizer, the greedy decoder, CTC frame upsampling;
 - ``lm_decoding``: the KenLM beam search, its defaults and worker pool;
 - ``checkpoints``: checkpoints that survive a killed run;
-- ``precision``: precision names and autocast; ``errors``, ``files``, ``imports``: small helpers.
+- ``precision``: precision names and autocast; ``errors``, ``files``, ``imports``: small helpers;
+- ``names``: the five tests' and an experiment's file names (imports nothing).
 
 Sub-packages:
 

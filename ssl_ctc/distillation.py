@@ -36,7 +36,6 @@ from pathlib import Path
 import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from ssl_ctc.benchmarking.names import DISTILLED_NAME_SUFFIX, RESULTS_JSON
 from ssl_ctc.benchmarking.records import latest_records
 from ssl_ctc.data import make_test_loader
 from ssl_ctc.distillation_checks import TEACHER_RECORD, read_teacher_record
@@ -50,6 +49,7 @@ from ssl_ctc.files import write_atomically
 from ssl_ctc.inference.loading import (
     load_experiment_brain,
 )
+from ssl_ctc.names import DISTILLED_NAME_SUFFIX, RESULTS_JSON
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from ssl_ctc.benchmarking.names import EXPERIMENT_HPARAMS, RESULTS_JSON
 from ssl_ctc.errors import ConfigurationError
 from ssl_ctc.inference.loading import INFERENCE_FOLDER, MANIFEST, saved_values
+from ssl_ctc.names import EXPERIMENT_HPARAMS, RESULTS_JSON
 
 # In the student's save folder: the teacher that trained it.
 TEACHER_RECORD = "distillation_teacher.json"

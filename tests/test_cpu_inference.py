@@ -449,3 +449,20 @@ def test_allocator_left_alone_without_glibc(monkeypatch):
         assert allocator.keep_freed_memory() == "the C library's own (not glibc): unchanged"
     finally:
         allocator.keep_freed_memory.cache_clear()
+
+
+def test_peak_memory_counts_memory_the_allocator_kept():
+    """After the CPU path (freed memory kept), a block reusing 256 MiB freed earlier still
+    shows it in its peak: ``PeakMemory`` gives the kept memory back first."""
+    from ssl_ctc.benchmarking.measurement import PeakMemory
+
+    modules = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    with torch.inference_mode(), cpu_inference(modules, "fp32"):
+        freed = torch.ones(64 << 20)  # 256 MiB, freed below: kept by the allocator
+        del freed
+    with PeakMemory("cpu") as memory:
+        block = torch.ones(64 << 20)
+    del block
+    if memory.kind != "process_rss_peak_above_start":
+        pytest.skip(f"peak memory measured as {memory.kind}")
+    assert memory.peak_mb > 200

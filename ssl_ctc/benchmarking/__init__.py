@@ -2,7 +2,7 @@
 
 ``settings`` (what to run, validated before training), ``passes`` (one timed inference
 pass over a test set, one MAC count), ``measurement`` (timers, peak memory), ``macs``
-(ptflops), ``names`` (the tests' and files' names, importing nothing), ``records``
-(``benchmark.json`` / ``.csv``) and ``summary`` (the table and plots over experiments);
-``grid`` and ``paper``: the paper's grid as data, and the comparison with its numbers.
+(ptflops), ``records`` (``benchmark.json`` / ``.csv``; the names in ``ssl_ctc.names``) and
+``summary`` (the table and plots over experiments); ``grid`` and ``paper``: the paper's
+grid as data, and the comparison with its numbers.
 """

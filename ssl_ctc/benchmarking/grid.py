@@ -18,7 +18,7 @@ import os
 
 import ruamel.yaml
 
-from ssl_ctc.benchmarking.names import CPU_TESTS, GPU_TESTS
+from ssl_ctc.names import CPU_TESTS, GPU_TESTS
 
 # (strategy script, YAML), relative to the recipe folder
 DOWNSAMPLING = ("downsampled_train.py", "hparams/downsampling.yaml")  # = sig_down8000.yaml

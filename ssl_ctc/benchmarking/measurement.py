@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ssl_ctc.cpu.allocator import release_freed_memory
 from ssl_ctc.precision import autocast
 
 
@@ -55,7 +56,9 @@ class PeakMemory:
     allocated at its start (the model's weights). On CPU: the process's peak
     resident set size over the block (the kernel's VmHWM, reset at the start,
     or RSS sampled every 5 ms where it cannot be reset) minus the RSS at the
-    start; memory of other processes (LM decoding workers) is not included.
+    start, after the free memory the C allocator keeps (``ssl_ctc.cpu.allocator``) is
+    given back, so that what the block reuses counts; memory of other processes (LM
+    decoding workers) is not included.
 
     Arguments
     ---------
@@ -88,6 +91,7 @@ class PeakMemory:
         if not _PROC_STATUS.exists():  # no /proc: the process's peak since it started
             self.kind = "process_peak_rss_since_start"
             return self
+        release_freed_memory()
         self._before = _proc_status_kib("VmRSS")
         self.resident_before_mb = self._before / 2**10
         self.kind = "process_rss_peak_above_start"

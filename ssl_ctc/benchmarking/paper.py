@@ -21,9 +21,9 @@ import json
 from pathlib import Path
 
 from ssl_ctc.benchmarking.grid import TECHNIQUES
-from ssl_ctc.benchmarking.names import DISTILLED_NAME_SUFFIX
 from ssl_ctc.benchmarking.summary import MISSING, SUMMARY_COLUMNS, summary_rows
 from ssl_ctc.files import write_atomically
+from ssl_ctc.names import DISTILLED_NAME_SUFFIX
 
 PAPER_RESULTS = Path(__file__).resolve().parents[2] / "docs" / "paper_results.json"
 PAPER_COMPARISON_MARKDOWN = "paper_comparison.md"

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from ssl_ctc.benchmarking.names import RESULTS_CSV, RESULTS_JSON
 from ssl_ctc.cpu.machine import cpu_name
 from ssl_ctc.files import write_atomically
 from ssl_ctc.imports import import_object
+from ssl_ctc.names import RESULTS_CSV, RESULTS_JSON
 
 REPORTED_VERSIONS = (
     "torch",

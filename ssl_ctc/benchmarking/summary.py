@@ -9,9 +9,9 @@ import collections
 import json
 from pathlib import Path
 
-from ssl_ctc.benchmarking.names import MAC_TEST, RESULTS_JSON
 from ssl_ctc.benchmarking.records import csv_text, latest_records
 from ssl_ctc.files import write_atomically
+from ssl_ctc.names import MAC_TEST, RESULTS_JSON
 
 SUMMARY_MARKDOWN = "summary.md"
 

@@ -6,11 +6,13 @@ when it is freed, so every forward pays page faults again for its large activati
 (the CNN front end's first layers: 150 MB on a batch of 4 x 6 s). ``keep_freed_memory``
 makes glibc serve every block from its heap and keep what is freed (``mallopt``), as
 ONNX Runtime's and OpenVINO's memory arenas do: the process keeps its peak memory, the
-numbers are the same. With another C library nothing changes.
+numbers are the same. With another C library nothing changes. ``release_freed_memory``
+gives it back before a peak-memory measurement.
 
 Usage::
 
     allocator = keep_freed_memory()  # once per process; the records say which
+    release_freed_memory()           # before measuring the resident size's peak
 """
 
 import ctypes
@@ -48,3 +50,18 @@ def keep_freed_memory():
     if not (mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, KEPT_BYTES)):
         return f"{glibc}: unchanged (mallopt refused)"
     return f"{glibc}: large blocks from the heap, freed memory kept (up to {KEPT_BYTES >> 20} MiB)"
+
+
+def release_freed_memory():
+    """Give the free memory glibc keeps back to the kernel (``malloc_trim``), so that the
+    resident size measures what follows (``PeakMemory``); nothing with another C library.
+
+    Example
+    -------
+    >>> release_freed_memory()
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim(0)

@@ -20,9 +20,9 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.fetching import LocalStrategy
 
-from ssl_ctc.benchmarking.names import EXPERIMENT_HPARAMS
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.imports import import_object
+from ssl_ctc.names import EXPERIMENT_HPARAMS
 
 # Bumped whenever a folder written by this code could not be read by older code, or the
 # reverse (2: the runtime modules moved to ssl_ctc.inference.runtime).

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 
-from ssl_ctc.benchmarking.names import RESULTS_JSON
 from ssl_ctc.files import write_json
 from ssl_ctc.imports import importable_class_name
 from ssl_ctc.inference.hparams_yaml import inference_hparams_yaml, ssl_configs
@@ -49,6 +48,7 @@ from ssl_ctc.inference.loading import (
 )
 from ssl_ctc.inference.model_card import model_card
 from ssl_ctc.lm_decoding import LM_DEFAULTS
+from ssl_ctc.names import RESULTS_JSON
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,12 @@
 """Names of the five tests and of the files an experiment holds, without heavy imports.
 
-``records`` writes them, ``grid`` and ``reproduce_paper.py`` read them; this module
-imports nothing, so that the grid (and the driver's start-up) stays free of torch.
+``benchmarking.records`` writes them; ``benchmarking.grid``, ``reproduce_paper.py`` and
+the inference folder's loader read them. This module imports nothing, so that the grid
+stays free of torch and the deployment runtime free of the benchmark.
 
 Usage::
 
-    from ssl_ctc.benchmarking.names import CPU_TESTS, RESULTS_JSON
+    from ssl_ctc.names import CPU_TESTS, RESULTS_JSON
 """
 
 # Test names of the records: the paper's five tests ((name, uses the LM); MACs counted once).
