@@ -43,7 +43,7 @@ def keep_freed_memory():
         libc = ctypes.CDLL(None)  # the C library the process runs on
         version = libc.gnu_get_libc_version
         mallopt = libc.mallopt
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # not glibc; no C library by name (Windows)
         return "the C library's own (not glibc): unchanged"
     version.restype = ctypes.c_char_p
     glibc = f"glibc {version().decode()}"
@@ -62,6 +62,6 @@ def release_freed_memory():
     """
     try:
         trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # not glibc; no C library by name (Windows)
         return
     trim(0)
