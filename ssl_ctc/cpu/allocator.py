@@ -25,6 +25,16 @@ M_MMAP_MAX = -4
 KEPT_BYTES = 1 << 30
 
 
+def _glibc():
+    """The process's C library if it is glibc, else None."""
+    try:
+        libc = ctypes.CDLL(None)  # the C library the process runs on
+        libc.gnu_get_libc_version  # noqa: B018 (glibc only)
+    except (AttributeError, OSError, TypeError):  # not glibc; no C library by name (Windows)
+        return None
+    return libc
+
+
 @functools.cache
 def keep_freed_memory():
     """Make glibc serve large blocks from its heap and keep freed memory; once per process.
@@ -39,15 +49,12 @@ def keep_freed_memory():
     >>> keep_freed_memory().startswith(("glibc", "the C library's own"))
     True
     """
-    try:
-        libc = ctypes.CDLL(None)  # the C library the process runs on
-        version = libc.gnu_get_libc_version
-        mallopt = libc.mallopt
-    except (AttributeError, OSError, TypeError):  # not glibc; no C library by name (Windows)
+    libc = _glibc()
+    if libc is None:
         return "the C library's own (not glibc): unchanged"
-    version.restype = ctypes.c_char_p
-    glibc = f"glibc {version().decode()}"
-    if not (mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, KEPT_BYTES)):
+    libc.gnu_get_libc_version.restype = ctypes.c_char_p
+    glibc = f"glibc {libc.gnu_get_libc_version().decode()}"
+    if not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, KEPT_BYTES)):
         return f"{glibc}: unchanged (mallopt refused)"
     return f"{glibc}: large blocks from the heap, freed memory kept (up to {KEPT_BYTES >> 20} MiB)"
 
@@ -60,8 +67,6 @@ def release_freed_memory():
     -------
     >>> release_freed_memory()
     """
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError, TypeError):  # not glibc; no C library by name (Windows)
-        return
-    trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -211,6 +211,12 @@ INT8_IMPLEMENTATIONS = {"quantized_engine": quantized_engine_int8_kernel,
                         "torchao": torchao_int8_kernel}
 
 
+def _probe_layer():
+    """A small linear layer and a fixed input on which a kernel is probed before it is used."""
+    inputs = torch.randn(16, 64, generator=torch.Generator().manual_seed(0))
+    return torch.nn.Linear(64, 32), inputs
+
+
 @functools.cache
 def int8_implementation():
     """The first of ``INT8_IMPLEMENTATIONS`` that runs here and stays within 5 % of ``F.linear``.
@@ -223,9 +229,7 @@ def int8_implementation():
     >>> int8_implementation() in INT8_IMPLEMENTATIONS
     True
     """
-    generator = torch.Generator().manual_seed(0)
-    linear = torch.nn.Linear(64, 32)
-    inputs = torch.randn(16, 64, generator=generator)
+    linear, inputs = _probe_layer()
     failures = []
     with torch.inference_mode():
         expected = F.linear(inputs, linear.weight, linear.bias)
@@ -253,7 +257,7 @@ KERNEL_PRECISIONS = {"aten": "fp32", "onednn": "fp32", "bf16": "bf16", "onednn_b
                      "int8": "fp32"}
 
 # Kernels in a reduced precision: a layer whose reduced-precision kernel is off here runs "aten".
-REDUCED_PRECISION_KERNELS = ("bf16", "onednn_bf16", "int8")
+REDUCED_PRECISION_KERNELS = tuple(name for name in KERNELS if name not in FP32_BACKENDS)
 
 
 def plain_linears(modules):
@@ -320,14 +324,11 @@ def usable_backends(precision="fp32"):
     >>> "aten" in usable_backends("fp32"), "bf16" in usable_backends("bf16")
     (True, True)
     """
-    generator = torch.Generator().manual_seed(0)
-    linear = torch.nn.Linear(64, 32)
-    inputs = torch.randn(8, 64, generator=generator)
+    linear, inputs = _probe_layer()
+    reference = {"fp32": aten_kernel, "bf16": bf16_kernel}[precision]
     usable = []
     with torch.inference_mode():
-        expected = F.linear(inputs, linear.weight, linear.bias)
-        if precision == "bf16":
-            expected = bf16_kernel(linear)(inputs).float()
+        expected = reference(linear)(inputs).float()
         for backend in PRECISION_BACKENDS[precision]:
             try:
                 output = KERNELS[backend](linear)(inputs).float()
