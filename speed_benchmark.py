@@ -45,6 +45,7 @@ from speed_analysis.random_encoders import ARCHITECTURES
 from speed_analysis.report import RESULTS_JSON, print_report
 from speed_analysis.runner import run
 from speed_analysis.variants import VARIANTS
+from ssl_ctc.cpu.allocator import CPU_ALLOCATORS
 from ssl_ctc.cpu.kernels import FP32_BACKENDS
 from ssl_ctc.recipe import check_device
 
@@ -78,6 +79,9 @@ def parse_arguments(argv):
                         "other than fp32, fp32 baseline and matmul rows are added")
     parser.add_argument("--cpu_backend", default="auto", choices=["auto", *FP32_BACKENDS],
                         help="fp32 kernel of the CPU path (auto: measured at start)")
+    parser.add_argument("--cpu_allocator", default="keep_freed", choices=CPU_ALLOCATORS,
+                        help="keep_freed: glibc keeps freed memory for the next batch, set "
+                        "before any row is timed; system: malloc as started (default: keep_freed)")
     parser.add_argument("--skip_onnx", action="store_true",
                         help="skip the ONNX Runtime rows (export, fp32 and int8 sessions)")
     parser.add_argument("--compile", action="store_true",

@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the folder holds everything: nev
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from ssl_ctc.cpu.allocator import CPU_ALLOCATORS, use_allocator  # noqa: E402
 from ssl_ctc.inference.deploy import RUNTIMES, RuntimeMissingError  # noqa: E402
 from ssl_ctc.inference.loading import InferenceFolderError  # noqa: E402
 from ssl_ctc.inference.transcription import AudioInputError, transcribe_files  # noqa: E402
@@ -64,6 +65,10 @@ def parse_arguments(argv):
                         help="overlap of consecutive windows (default: 4)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (torch, or the ONNX runtime's)")
+    parser.add_argument("--cpu_allocator", default="keep_freed", choices=CPU_ALLOCATORS,
+                        help="keep_freed: glibc keeps freed memory for the next batch (no page "
+                             "faults per batch); system: malloc as started, e.g. an LD_PRELOAD'ed "
+                             "jemalloc (default: keep_freed)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     return parser.parse_args(argv)
 
@@ -104,6 +109,8 @@ def run(arguments):
     if arguments.batch_size < 1:
         logger.error("error: --batch_size must be at least 1")
         return 2
+    if arguments.device == "cpu" and arguments.runtime == "torch":
+        use_allocator(arguments.cpu_allocator)
     if arguments.threads:
         import torch
 

@@ -49,7 +49,7 @@ from speed_analysis.synthetic_utterances import padding_fraction
 from ssl_ctc.benchmarking.measurement import round_robin
 from ssl_ctc.benchmarking.records import utc_timestamp
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
-from ssl_ctc.cpu.allocator import keep_freed_memory
+from ssl_ctc.cpu.allocator import use_allocator
 from ssl_ctc.cpu.kernels import usable_backends
 from ssl_ctc.cpu.machine import cpu_flags, cpu_name, has_bf16_instructions
 from ssl_ctc.cpu.path import CpuPaths
@@ -124,7 +124,7 @@ def place_brains(brains, device, compile_modules):
                 brain.modules[key] = torch.compile(brain.modules[key])
 
 
-def choose_cpu_paths(baseline, backend, cpu_batches):
+def choose_cpu_paths(baseline, backend, cpu_batches, allocator_setting="keep_freed"):
     """The five tests' CPU paths for the precisions compared, and what the choice recorded.
 
     Returns
@@ -133,7 +133,8 @@ def choose_cpu_paths(baseline, backend, cpu_batches):
         ``(paths, record)``: a ``CpuPaths`` and the ``cpu_paths`` part of ``speed.json``
         (flags, measurements, choices, each path's encoder output against Hugging Face's).
     """
-    allocator = keep_freed_memory()  # before any row is timed, so that every row runs with it
+    # Before any row is timed, so that every row runs with the same allocator.
+    allocator = use_allocator(allocator_setting)
     compared = ["fp32", "int8"] + (["bf16"] if has_bf16_instructions() else [])
     paths = CpuPaths.choose(baseline.modules, compared, backend)
     record = {"flags": cpu_flags(), "allocator": allocator, **paths.measurements,
@@ -163,7 +164,8 @@ def time_rows(arguments, setup, work, batches, work_folder):
     paths, cpu_paths, cpu_rows, matmul_backends = None, None, [], ["aten"]
     if on_cpu:
         print("choosing the CPU path, exporting to ONNX ...", flush=True)
-        paths, cpu_paths = choose_cpu_paths(baseline, arguments.cpu_backend, setup["cpu_batches"])
+        paths, cpu_paths = choose_cpu_paths(baseline, arguments.cpu_backend, setup["cpu_batches"],
+                                           arguments.cpu_allocator)
         matmul_backends += ["onednn", "int8"] + (list(usable_backends("bf16"))
                                                  if cpu_paths["bf16_instructions"] else [])
     run_of = path_runner(paths)

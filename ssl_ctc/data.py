@@ -214,3 +214,25 @@ def make_test_loader(dataset, batch_size):
     return torch.utils.data.DataLoader(
         sorted_dataset, batch_size=batch_size, collate_fn=PaddedBatch
     )
+
+
+def longest_test_batches(loader, count):
+    """The ``count`` last batches of a ``make_test_loader`` loader: its longest utterances.
+
+    The same batches as the loader's own last ones (same boundaries), loaded without
+    reading the rest of the test set.
+
+    Example
+    -------
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> dataset = DynamicItemDataset({
+    ...     name: {"sig": torch.zeros(100 * seconds), "wrd": "A", "duration": float(seconds)}
+    ...     for seconds, name in enumerate("abcde", start=1)})
+    >>> loader = make_test_loader(dataset, batch_size=2)
+    >>> [batch.id for batch in longest_test_batches(loader, 2)]
+    [['c', 'd'], ['e']]
+    """
+    first = max(len(loader) - count, 0) * loader.batch_size
+    last = torch.utils.data.Subset(loader.dataset, range(first, len(loader.dataset)))
+    return torch.utils.data.DataLoader(last, batch_size=loader.batch_size,
+                                       collate_fn=loader.collate_fn)

@@ -25,6 +25,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from librispeech_prepare import DataPreparationError, check_layout, prepare_librispeech
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
+from ssl_ctc.cpu.allocator import use_allocator
 from ssl_ctc.cpu.machine import available_cpu_cores
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import MERGED_TRAIN_CSV, count_ctc_shortfalls, dataio_prepare
@@ -231,6 +232,7 @@ def run_recipe(brain_class, argv=None, benchmark=None):
                      + hparams["test_splits"])
     benchmark_settings = BenchmarkSettings.from_hparams(hparams)
     benchmark_settings.validate()
+    logger.info(f"C allocator: {use_allocator(benchmark_settings.cpu_allocator)}")
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,

@@ -8,6 +8,7 @@ Usage
 """
 
 import collections
+import contextlib
 import csv
 import importlib.metadata
 import json
@@ -103,9 +104,9 @@ def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
         decoder_close(self)
         live_decoders.remove(self)
 
-    def recording_test(brain, dataset, settings, device, lm_decoder):
+    def recording_test(brain, dataset, settings, device, lm_decoder, cpu_plans):
         seen.append((lm_decoder is not None, len(live_decoders)))
-        return run_test(brain, dataset, settings, device, lm_decoder)
+        return run_test(brain, dataset, settings, device, lm_decoder, cpu_plans)
 
     monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "__init__", counting_init)
     monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "close", counting_close)
@@ -122,6 +123,67 @@ def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
         (test_set, test) for test_set in ("a", "b")
         for test in ("gpu_greedy", "gpu_lm", "cpu_greedy", "cpu_lm", "macs")
     ]
+
+
+def _event_log(monkeypatch, brain):
+    """Log every forward (its padded length) and every call into the C library's allocator."""
+    from ssl_ctc.cpu import allocator
+
+    events = []
+    glibc, infer_batch = allocator._glibc, brain.infer_batch
+
+    def logged_glibc():
+        events.append(("allocator", None))
+        return glibc()
+
+    def logged_infer_batch(wavs, wav_lens):
+        events.append(("forward", wavs.shape[1]))
+        return infer_batch(wavs, wav_lens)
+
+    monkeypatch.setattr(allocator, "_glibc", logged_glibc)
+    monkeypatch.setattr(brain, "infer_batch", logged_infer_batch)
+    return events
+
+
+@pytest.mark.parametrize("uses_lm", [False, True])
+def test_no_allocator_call_between_the_warm_up_and_the_timed_passes(tmp_path, monkeypatch,
+                                                                    uses_lm):
+    """The memory pass (the longest batch) comes first, then the warm-up on the longest batches,
+    then every timed pass: no allocator call (``malloc_trim``, ``mallopt``) after the warm-up
+    starts, and the timed passes' batches are no longer than the warm-up's."""
+    from ssl_ctc.benchmarking.passes import run_inference_test
+    from ssl_ctc.lm_decoding import LMDecoder
+
+    brain = TinyBrain()
+    settings = benchmark_settings.BenchmarkSettings(
+        batch_size=2, warmup_batches=2, timed_passes=3, devices=["cpu"],
+        lm_path=str(write_arpa(tmp_path / "lm.arpa")), lm_beam_width=8, lm_decode_workers=1)
+    dataset = make_test_dataset()  # 3 batches of 2
+    with LMDecoder(brain.tokenizer, settings) if uses_lm else contextlib.nullcontext() as lm:
+        events = _event_log(monkeypatch, brain)
+        measures = run_inference_test(brain, dataset, settings, "cpu", lm)
+    last_allocator_call = max(index for index, (kind, _) in enumerate(events)
+                              if kind == "allocator" and index < len(events) - 1
+                              and any(later == "forward" for later, _ in events[index:]))
+    forwards_after = [length for kind, length in events[last_allocator_call:]
+                      if kind == "forward"]
+    memory_pass, warm_up, timed = forwards_after[0], forwards_after[1:3], forwards_after[3:]
+    assert len(timed) == 3 * 3  # every timed pass over every batch, nothing in between
+    assert max(timed) == memory_pass == max(warm_up)  # the warm-up ran the longest batches
+    assert sorted(warm_up) == sorted(set(timed))[-2:]
+    assert len(measures["timed_pass_times_s"]) == 3
+    assert measures["total_time_s"] == sorted(measures["timed_pass_times_s"])[1]  # the median
+
+
+def test_cpu_plan_made_once_per_model(two_runs):
+    """The kernel choice and the reduced-precision check run at the first CPU test of a run
+    (their time recorded apart), the later tests reuse the plan."""
+    for records in (two_runs["first"], two_runs["second"]):
+        greedy, with_lm = by_test(records)["cpu_greedy"], by_test(records)["cpu_lm"]
+        assert greedy["cpu_plan_reused"] is False and greedy["cpu_plan_setup_time_s"] > 0
+        if with_lm["status"] == "ok":
+            assert with_lm["cpu_plan_reused"] is True
+            assert with_lm["cpu_plan_setup_time_s"] == greedy["cpu_plan_setup_time_s"]
 
 
 def test_gpu_tests_skipped_without_cuda_or_when_not_listed(two_runs):

@@ -1,6 +1,10 @@
 """Tests of ssl_ctc.cpu: Hugging Face's outputs, classes restored, checks, records."""
 
 import collections
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +28,8 @@ from ssl_ctc.cpu.path import FRONT_ENDS, CpuInferencePath, CpuPaths
 from ssl_ctc.cpu.plan import cpu_inference
 from ssl_ctc.front_end import use_matmul_front_end
 from ssl_ctc.precision import autocast
+
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 128, "conv_dim": (32,) * 7, "feat_extract_norm": "layer",
@@ -401,36 +407,65 @@ def test_bf16_linears_run_their_kernel_and_a_wrong_one_runs_in_fp32(monkeypatch)
     assert relative_error(output, expected) < OUTPUT_TOLERANCE["bf16"]
 
 
-def _mmapped_bytes():
-    """Bytes glibc currently holds in mmap'd blocks (``mallinfo2().hblkhd``), None elsewhere."""
-    import ctypes
+MALLOC_PROBE = """
+import ctypes, json, sys
+import torch
+import benchmark, transcribe  # the library and the entry points, imported: malloc untouched
+from ssl_ctc.cpu.allocator import allocator_in_use, use_allocator
+from ssl_ctc.cpu.plan import cpu_inference
 
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-            "fordblks", "keepcost")]
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
 
-    mallinfo2 = getattr(ctypes.CDLL(None), "mallinfo2", None)
-    if mallinfo2 is None:
-        return None
-    mallinfo2.restype = MallInfo2
-    return mallinfo2().hblkhd
+mallinfo2 = getattr(ctypes.CDLL(None), "mallinfo2", None)
+if mallinfo2 is None:
+    print(json.dumps(None)); sys.exit()
+mallinfo2.restype = MallInfo2
+
+def mmapped_by_a_large_tensor():
+    before = mallinfo2().hblkhd
+    large = torch.ones(16 << 20)  # 64 MiB, above glibc's largest mmap threshold
+    return mallinfo2().hblkhd - before >= 16 << 20
+
+modules = torch.nn.Sequential(torch.nn.Linear(8, 8))
+with torch.inference_mode(), cpu_inference(modules, "fp32") as plan:
+    library = mmapped_by_a_large_tensor(), plan.record()["cpu_allocator"]
+chosen = use_allocator(sys.argv[1])
+with torch.inference_mode(), cpu_inference(modules, "fp32") as plan:
+    program = mmapped_by_a_large_tensor(), plan.record()["cpu_allocator"]
+print(json.dumps({"library": library, "program": program, "chosen": chosen}))
+"""
 
 
-def test_cpu_path_keeps_freed_memory_and_records_it():
-    """Under the CPU path a 64 MB tensor comes from glibc's heap, not from fresh mmap'd pages
-    (which every forward would fault in again); the plan's record says which allocator ran."""
-    modules = torch.nn.Sequential(torch.nn.Linear(8, 8))
-    with torch.inference_mode(), cpu_inference(modules, "fp32") as plan:
-        before = _mmapped_bytes()
-        large = torch.ones(16 << 20)  # 64 MiB, above glibc's largest mmap threshold
-        during = _mmapped_bytes()
-        del large
-    allocator = plan.record()["cpu_allocator"]
-    if before is None:
-        pytest.skip(f"not glibc 2.33 or later: {allocator}")
-    assert allocator.startswith("glibc") and "freed memory kept" in allocator
-    assert during - before < 16 << 20
+def _malloc_probe(setting):
+    """``MALLOC_PROBE`` in a fresh process (malloc settings are the process's)."""
+    completed = subprocess.run([sys.executable, "-c", MALLOC_PROBE, setting], cwd=REPO,
+                               capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.splitlines()[-1])
+
+
+def test_library_leaves_malloc_alone_and_the_program_may_opt_in():
+    """Importing the library and running ``cpu_inference`` leave glibc's malloc as it was (a
+    64 MB tensor is mmap'd); ``use_allocator("keep_freed")``, a program's choice, serves it
+    from the heap (no fresh pages that every forward would fault in again), and the plan's
+    record says which allocator ran each time."""
+    probe = _malloc_probe("keep_freed")
+    if probe is None:
+        pytest.skip("not glibc 2.33 or later (no mallinfo2)")
+    assert probe["library"] == [True, probe["library"][1]]
+    assert probe["library"][1].endswith("its defaults")
+    assert probe["program"][0] is False
+    assert "freed memory kept" in probe["program"][1] == probe["chosen"]
+
+
+def test_system_allocator_setting_changes_nothing():
+    """``use_allocator("system")`` leaves malloc as the process started with it."""
+    probe = _malloc_probe("system")
+    if probe is None:
+        pytest.skip("not glibc 2.33 or later (no mallinfo2)")
+    assert probe["program"][0] is True and probe["program"][1].endswith("its defaults")
 
 
 def test_allocator_left_alone_without_glibc(monkeypatch):
@@ -451,18 +486,28 @@ def test_allocator_left_alone_without_glibc(monkeypatch):
         allocator.keep_freed_memory.cache_clear()
 
 
-def test_peak_memory_counts_memory_the_allocator_kept():
-    """After the CPU path (freed memory kept), a block reusing 256 MiB freed earlier still
-    shows it in its peak: ``PeakMemory`` gives the kept memory back first."""
-    from ssl_ctc.benchmarking.measurement import PeakMemory
+PEAK_PROBE = """
+import json
+import torch
+from ssl_ctc.benchmarking.measurement import PeakMemory
+from ssl_ctc.cpu.allocator import use_allocator
 
-    modules = torch.nn.Sequential(torch.nn.Linear(8, 8))
-    with torch.inference_mode(), cpu_inference(modules, "fp32"):
-        freed = torch.ones(64 << 20)  # 256 MiB, freed below: kept by the allocator
-        del freed
-    with PeakMemory("cpu") as memory:
-        block = torch.ones(64 << 20)
-    del block
-    if memory.kind != "process_rss_peak_above_start":
-        pytest.skip(f"peak memory measured as {memory.kind}")
-    assert memory.peak_mb > 200
+use_allocator("keep_freed")
+freed = torch.ones(64 << 20)  # 256 MiB, freed below: kept by the allocator
+del freed
+with PeakMemory("cpu") as memory:
+    block = torch.ones(64 << 20)
+print(json.dumps([memory.kind, memory.peak_mb]))
+"""
+
+
+def test_peak_memory_counts_memory_the_allocator_kept():
+    """With freed memory kept (in a fresh process: it is the process's setting), a block
+    reusing 256 MiB freed earlier still shows it in its peak: ``PeakMemory`` gives the kept
+    memory back first."""
+    completed = subprocess.run([sys.executable, "-c", PEAK_PROBE], cwd=REPO,
+                               capture_output=True, text=True, check=True)
+    kind, peak_mb = json.loads(completed.stdout.splitlines()[-1])
+    if kind != "process_rss_peak_above_start":
+        pytest.skip(f"peak memory measured as {kind}")
+    assert peak_mb > 200

@@ -1,6 +1,11 @@
-"""One pass of the five tests: a timed inference pass over a test set, and a MAC count.
+"""The passes of the five tests: timed inference over a test set, and a MAC count.
 
 ``benchmark.py`` runs these for each test set and device and turns them into records.
+An inference test runs, in this order: the longest batch once under ``PeakMemory``
+(the memory pass: the allocator's kept memory is given back first, so that the peak
+counts what inference reuses); the warm-up, on the longest batches, so that the timed
+passes allocate nothing the warm-up did not; then ``timed_passes`` passes over the whole
+set with nothing in between (no allocator call, no measurement), the median kept.
 
 Usage::
 
@@ -10,8 +15,8 @@ Usage::
 
 import collections
 import contextlib
-import itertools
 import math
+import statistics
 import time
 
 import torch
@@ -22,7 +27,7 @@ from ssl_ctc.benchmarking.measurement import PeakMemory, synchronize
 from ssl_ctc.benchmarking.records import per_utterance_extras, summarize_extras
 from ssl_ctc.cpu.plan import cpu_inference
 from ssl_ctc.ctc import greedy_decode
-from ssl_ctc.data import make_test_loader
+from ssl_ctc.data import longest_test_batches, make_test_loader
 from ssl_ctc.precision import autocast
 
 
@@ -63,11 +68,12 @@ def transcribe_batches(brain, batches, device, precision, lm_decoder, timers):
     return ids, references, hypotheses, audio_seconds, extras
 
 
-def inference_path(brain, loader, device, precision):
+def inference_path(brain, loader, device, precision, cpu_plans=None):
     """On CPU, ``cpu_inference`` over the brain's modules (its plan); on GPU, nothing (None).
 
     The probe (the first test batch, loaded once and only if used) checks a reduced
-    precision's output against fp32 and times ``"auto"``'s candidates.
+    precision's output against fp32 and times ``"auto"``'s candidates; with ``cpu_plans``
+    (a ``CpuPlans``) a plan made by an earlier test of the same model is reused.
     """
     if device.startswith("cuda"):
         return contextlib.nullcontext()
@@ -79,48 +85,31 @@ def inference_path(brain, loader, device, precision):
         signal = first_batch[0].sig
         return brain.infer_batch(signal.data.to(device), signal.lengths.to(device))
 
-    return cpu_inference(brain.modules, precision, probe=probe)
+    return cpu_inference(brain.modules, precision, probe=probe, plans=cpu_plans)
 
 
-def run_inference_test(brain, dataset, settings, device, lm_decoder):
-    """Warm-up, then one timed pass over a test set; returns the measures."""
-    precision = settings.gpu_precision if device.startswith("cuda") else settings.cpu_precision
-    loader = make_test_loader(dataset, settings.batch_size)
-    with torch.inference_mode(), inference_path(brain, loader, device, precision) as plan:
-        precision = precision if plan is None else plan.precision
-        warmup_batches = itertools.islice(loader, settings.warmup_batches)
-        transcribe_batches(brain, warmup_batches, device, precision, lm_decoder,
-                           collections.Counter())
-        synchronize(device)
-        beam_search_before = lm_decoder.beam_search_time_s if lm_decoder else 0.0
-        timers = collections.Counter()
-        with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            ids, references, hypotheses, audio_seconds, extras = transcribe_batches(
-                brain, loader, device, precision, lm_decoder, timers
-            )
-            wer_stats = ErrorRateStats()
-            cer_stats = ErrorRateStats(split_tokens=True)
-            wer_stats.append(ids, hypotheses, references)
-            cer_stats.append(ids, hypotheses, references)
-            wer, cer = wer_stats.summarize("error_rate"), cer_stats.summarize("error_rate")
-            total_time_s = time.perf_counter() - start
+def timed_pass(brain, loader, device, precision, lm_decoder):
+    """One timed pass over the whole test set, scored; returns its measures."""
+    beam_search_before = lm_decoder.beam_search_time_s if lm_decoder else 0.0
+    timers = collections.Counter()
+    synchronize(device)
+    start = time.perf_counter()
+    ids, references, hypotheses, audio_seconds, extras = transcribe_batches(
+        brain, loader, device, precision, lm_decoder, timers
+    )
+    wer_stats = ErrorRateStats()
+    cer_stats = ErrorRateStats(split_tokens=True)
+    wer_stats.append(ids, hypotheses, references)
+    cer_stats.append(ids, hypotheses, references)
+    wer, cer = wer_stats.summarize("error_rate"), cer_stats.summarize("error_rate")
+    total_time_s = time.perf_counter() - start
     measures = {
-        "precision": precision,
-        "warmup_batches": settings.warmup_batches,
         "num_utterances": len(ids),
-        "num_batches": math.ceil(len(ids) / settings.batch_size),
         "audio_seconds": audio_seconds,
         "total_time_s": total_time_s,
         "forward_time_s": timers["forward"],
         "decode_time_s": timers["decode"],
         "data_time_s": timers["data"],
-        "real_time_factor": total_time_s / audio_seconds,
-        "inverse_real_time_factor": audio_seconds / total_time_s,
-        "ms_per_utterance": 1000 * total_time_s / len(ids),
-        "peak_memory_mb": memory.peak_mb,  # this test's peak above what was resident before it
-        "peak_memory_kind": memory.kind,
-        "resident_memory_before_mb": memory.resident_before_mb,
         "wer": wer,
         "cer": cer,
         "wer_details": {
@@ -129,10 +118,53 @@ def run_inference_test(brain, dataset, settings, device, lm_decoder):
         },
         "extras": summarize_extras(extras),
     }
-    if plan is not None:
-        measures.update(plan.record())
     if lm_decoder is not None:
         measures["lm_beam_search_time_s"] = lm_decoder.beam_search_time_s - beam_search_before
+    return measures
+
+
+def run_inference_test(brain, dataset, settings, device, lm_decoder, cpu_plans=None):
+    """Memory pass, warm-up, then ``settings.timed_passes`` timed passes; returns the
+    measures of the median pass (the lower middle one of an even count) with every
+    pass's time.
+
+    ``cpu_plans`` (a ``ssl_ctc.cpu.plan.CpuPlans``) keeps the CPU plan between tests.
+    """
+    precision = settings.gpu_precision if device.startswith("cuda") else settings.cpu_precision
+    loader = make_test_loader(dataset, settings.batch_size)
+    with torch.inference_mode(), inference_path(brain, loader, device, precision,
+                                                cpu_plans) as plan:
+        precision = precision if plan is None else plan.precision
+        with PeakMemory(device) as memory:
+            transcribe_batches(brain, longest_test_batches(loader, 1), device, precision,
+                               lm_decoder, collections.Counter())
+            synchronize(device)
+        transcribe_batches(brain, longest_test_batches(loader, settings.warmup_batches), device,
+                           precision, lm_decoder, collections.Counter())
+        passes = [timed_pass(brain, loader, device, precision, lm_decoder)
+                  for _ in range(settings.timed_passes)]
+    median_time = statistics.median_low(measured["total_time_s"] for measured in passes)
+    measures = next(measured for measured in passes if measured["total_time_s"] == median_time)
+    total_time_s, audio_seconds = measures["total_time_s"], measures["audio_seconds"]
+    measures = {
+        "precision": precision,
+        "warmup_batches": settings.warmup_batches,
+        "warmup": "the longest batches",
+        "timed_passes": settings.timed_passes,
+        "timed_pass_times_s": [measured["total_time_s"] for measured in passes],
+        "num_batches": math.ceil(measures["num_utterances"] / settings.batch_size),
+        **measures,
+        "real_time_factor": total_time_s / audio_seconds,
+        "inverse_real_time_factor": audio_seconds / total_time_s,
+        "ms_per_utterance": 1000 * total_time_s / measures["num_utterances"],
+        # the longest batch's peak above what was resident before it (untimed memory pass)
+        "peak_memory_mb": memory.peak_mb,
+        "peak_memory_kind": memory.kind,
+        "peak_memory_pass": "the longest batch, before the warm-up",
+        "resident_memory_before_mb": memory.resident_before_mb,
+    }
+    if plan is not None:
+        measures.update(plan.record())
     return measures
 
 

@@ -12,6 +12,7 @@ import math
 import re
 from pathlib import Path
 
+from ssl_ctc.cpu.allocator import CPU_ALLOCATORS
 from ssl_ctc.errors import MissingFileError
 from ssl_ctc.lm_decoding import LM_DEFAULTS, LM_PACKAGES, is_arpa
 from ssl_ctc.precision import CPU_PRECISIONS, GPU_PRECISIONS
@@ -36,7 +37,15 @@ class BenchmarkSettings:
         None takes the cores this process may use (its CPU affinity), not torch's
         current number (torchrun sets OMP_NUM_THREADS=1). Always recorded.
     warmup_batches : int
-        Untimed batches before each timed pass (``benchmark_warmup_batches``).
+        Untimed batches, the longest of the test set, before the timed passes
+        (``benchmark_warmup_batches``).
+    timed_passes : int
+        Timed passes over the test set, the median reported and every pass's time
+        recorded (``benchmark_timed_passes``; 1 for real test sets, 3 on the embedded one).
+    cpu_allocator : str
+        The program's C allocator (``cpu_allocator``, see ``ssl_ctc.cpu.allocator``):
+        "keep_freed" (glibc keeps freed memory for the next batch) or "system"; applied by
+        the strategy scripts at start, recorded in every CPU record.
     cpu_precision : str
         "fp32", "bf16" (autocast), "int8" (dynamic) or "auto" (bf16 where the CPU has bf16
         instructions and it measures faster) on CPU (``benchmark_cpu_precision``); the
@@ -73,6 +82,8 @@ class BenchmarkSettings:
     devices: list = dataclasses.field(default_factory=lambda: ["cuda", "cpu"])
     cpu_threads: int | None = None
     warmup_batches: int = 2
+    timed_passes: int = 1
+    cpu_allocator: str = "keep_freed"
     cpu_precision: str = "fp32"
     gpu_precision: str = "fp32"
     mac_batches: int | None = None
@@ -89,6 +100,8 @@ class BenchmarkSettings:
         "devices": "benchmark_devices",
         "cpu_threads": "benchmark_cpu_threads",
         "warmup_batches": "benchmark_warmup_batches",
+        "timed_passes": "benchmark_timed_passes",
+        "cpu_allocator": "cpu_allocator",
         "cpu_precision": "benchmark_cpu_precision",
         "gpu_precision": "benchmark_gpu_precision",
         "mac_batches": "benchmark_mac_batches",
@@ -132,7 +145,7 @@ class BenchmarkSettings:
         ...
         ValueError: benchmark_batch_size must be a positive integer, got 0
         """
-        for field in ("batch_size", "lm_beam_width", "lm_decode_workers"):
+        for field in ("batch_size", "timed_passes", "lm_beam_width", "lm_decode_workers"):
             self._check_integer(field, getattr(self, field), minimum=1)
         self._check_integer("warmup_batches", self.warmup_batches, minimum=0)
         for field in ("cpu_threads", "mac_batches"):
@@ -153,6 +166,9 @@ class BenchmarkSettings:
                     f"{self.HPARAM_KEYS[field]}: unknown precision "
                     f"{getattr(self, field)!r} (expected one of {sorted(known)})"
                 )
+        if self.cpu_allocator not in CPU_ALLOCATORS:
+            raise ValueError(f"cpu_allocator: unknown setting {self.cpu_allocator!r} "
+                             f"(expected one of {CPU_ALLOCATORS})")
         for field in ("lm_alpha", "lm_beta"):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -18,7 +18,6 @@ import contextlib
 import torch
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
-from ssl_ctc.cpu.allocator import keep_freed_memory
 from ssl_ctc.cpu.attention import FastWavLMAttention
 from ssl_ctc.cpu.check import check_modules, fp32_forward
 from ssl_ctc.cpu.kernels import (
@@ -221,11 +220,7 @@ class CpuInferencePath:
 
     @contextlib.contextmanager
     def applied(self):
-        """Swap the classes in (packing the weights the first time); restore them on exit.
-
-        The C allocator keeps freed memory from then on (``keep_freed_memory``).
-        """
-        keep_freed_memory()
+        """Swap the classes in (packing the weights the first time); restore them on exit."""
         if self.kernels is None:
             self.kernels = [self._kernel(linear) for linear in self.linears]
         for linear, kernel in zip(self.linears, self.kernels, strict=True):

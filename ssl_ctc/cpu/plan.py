@@ -24,9 +24,15 @@ A reduced precision is checked first (``ssl_ctc.cpu.check``): layers whose
 kernel is wrong on this CPU run in fp32, and with a ``probe`` a precision whose
 whole output is off is refused (fp32 runs). The plan records the fallbacks and why.
 
+Deciding (``plan_cpu_inference``: kernel choice, packing, check) takes seconds; a
+``CpuPlans`` made by the caller keeps each model's plan for the process, so that
+the five tests decide once per model, precision and backend (a plan is made again
+when the model's weights change). Without one, every ``cpu_inference`` decides anew.
+
 Usage::
 
-    with cpu_inference(brain.modules, "auto", probe=lambda: brain.infer_batch(wavs, lens)) as plan:
+    plans = CpuPlans()  # the caller's: the five tests keep one per experiment
+    with cpu_inference(brain.modules, "auto", probe=probe, plans=plans) as plan:
         output = brain.infer_batch(wavs, wav_lens)
     plan.record()  # {"cpu_backend": "onednn", "requested_precision": "auto", ...}
 """
@@ -34,10 +40,12 @@ Usage::
 import collections
 import contextlib
 import dataclasses
+import time
+import weakref
 
 import torch
 
-from ssl_ctc.cpu.allocator import keep_freed_memory
+from ssl_ctc.cpu.allocator import allocator_in_use
 from ssl_ctc.cpu.check import MODULE_TOLERANCE, OUTPUT_TOLERANCE, probe_output, relative_error
 from ssl_ctc.cpu.kernels import (
     FP32_BACKENDS,
@@ -76,6 +84,14 @@ class CpuInferencePlan:
         -> why the requested precision was refused.
     check : dict
         The check's figures: largest layer error, tolerances, the probe output's error.
+    paths : CpuPaths, optional
+        The kernels chosen (their packed weights); not part of the record.
+    fp32_layers : tuple of str
+        Layers that run in fp32 in ``precision`` (the check's fallbacks).
+    setup_time_s : float
+        Seconds the decision took (measuring, packing, checking).
+    reused : bool
+        Whether this use took a plan made earlier in the process (``CpuPlans``).
     """
 
     precision: str
@@ -86,6 +102,10 @@ class CpuInferencePlan:
     front_end: str | None = None
     fallbacks: dict = dataclasses.field(default_factory=dict)
     check: dict = dataclasses.field(default_factory=dict)
+    paths: object = dataclasses.field(default=None, repr=False)
+    fp32_layers: tuple = ()
+    setup_time_s: float = 0.0
+    reused: bool = False
 
     def record(self):
         """Fields for a benchmark record (the processor's flags included).
@@ -100,7 +120,8 @@ class CpuInferencePlan:
         ('auto', None, False)
         """
         int8 = {"cpu_int8_implementation": int8_implementation()} if self.backend == "int8" else {}
-        return {**int8, "cpu_backend": self.backend, "cpu_allocator": keep_freed_memory(),
+        return {**int8, "cpu_backend": self.backend, "cpu_allocator": allocator_in_use(),
+                "cpu_plan_setup_time_s": self.setup_time_s, "cpu_plan_reused": self.reused,
                 "requested_precision": self.requested_precision,
                 "cpu_requested_backend": self.requested_backend,
                 "cpu_front_end": self.front_end,
@@ -114,8 +135,58 @@ def _probe_seconds(probe, path, precision, repeats=PROBE_REPEATS):
         return median_seconds(probe, repeats)
 
 
+def weights_fingerprint(modules):
+    """What a plan depends on in ``modules``: each parameter, its shape, dtype and version
+    (an in-place update, such as an optimizer step or ``load_state_dict``, bumps it).
+
+    Example
+    -------
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> before = weights_fingerprint(layer)
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.mul_(2)
+    >>> before == weights_fingerprint(layer)
+    False
+    """
+    return tuple((id(parameter), parameter._version, parameter.dtype, tuple(parameter.shape))
+                 for parameter in modules.parameters())
+
+
+class CpuPlans:
+    """The CPU plans of a program, one per model, precision and backend, made once.
+
+    The kernel choice and the reduced-precision check run the first time a model is
+    asked for in a precision; later uses take that plan (``reused`` in its record)
+    while the model's weights are unchanged (``weights_fingerprint``). The caller owns
+    it: nothing is kept between programs or callers that do not share one.
+
+    Example
+    -------
+    >>> plans = CpuPlans()
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    >>> first = plans.plan(model, "fp32", "aten")
+    >>> second = plans.plan(model, "fp32", "aten")
+    >>> first.reused, second.reused, second.paths is first.paths
+    (False, True, True)
+    """
+
+    def __init__(self):
+        self._plans = {}
+
+    def plan(self, modules, precision, backend="auto", probe=None):
+        """The plan of ``modules`` (see ``plan_cpu_inference``), made or taken from earlier."""
+        key = (id(modules), precision, backend)
+        fingerprint = weights_fingerprint(modules)
+        kept = self._plans.get(key)
+        if kept is not None and kept[0]() is modules and kept[1] == fingerprint:
+            return dataclasses.replace(kept[2], reused=True)
+        plan = plan_cpu_inference(modules, precision, backend, probe)
+        self._plans[key] = (weakref.ref(modules), fingerprint, plan)
+        return plan
+
+
 @contextlib.contextmanager
-def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
+def cpu_inference(modules, precision="fp32", backend="auto", probe=None, plans=None):
     """Run CPU inference of ``modules`` through the fastest path for ``precision``.
 
     Arguments
@@ -132,6 +203,8 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
     probe : callable, optional
         ``probe()`` runs one representative forward; needed by ``"auto"``
         precision on processors with bf16 instructions.
+    plans : CpuPlans, optional
+        Where the plan is kept for later blocks over the same modules; None decides anew.
 
     Yields
     ------
@@ -146,6 +219,22 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
     >>> torch.allclose(fast, model(inputs), atol=1e-5), plan.backend in FP32_BACKENDS
     (True, True)
     """
+    plan = (plan_cpu_inference(modules, precision, backend, probe) if plans is None
+            else plans.plan(modules, precision, backend, probe))
+    with plan.paths.of(modules, plan.precision, plan.fp32_layers).applied(), \
+            autocast("cpu", plan.precision):
+        yield plan
+
+
+def plan_cpu_inference(modules, precision="fp32", backend="auto", probe=None):
+    """Decide the CPU path of ``modules`` for ``precision`` (see ``cpu_inference``'s arguments).
+
+    Returns
+    -------
+    CpuInferencePlan
+        With the kernels (``paths``, weights packed on first use), the layers left in
+        fp32 and the seconds the decision took.
+    """
     if precision not in CPU_PRECISIONS:
         raise ValueError(f"unknown CPU precision {precision!r} "
                          f"(expected one of {CPU_PRECISIONS})")
@@ -154,6 +243,7 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
     if backend != "auto" and backend not in usable_backends("fp32"):
         raise ValueError(f"CPU backend {backend!r} does not work in torch {torch.__version__} "
                          "(its operators are missing or disagree with F.linear): use aten or auto")
+    start = time.perf_counter()
     measurements = {}
     linears = plain_linears(modules)
     fp32_backend = backend
@@ -188,11 +278,10 @@ def cpu_inference(modules, precision="fp32", backend="auto", probe=None):
         front_end, measurements["front_end_seconds"] = choose_front_end(
             modules, chosen, conv_backend=paths.conv_kernel(chosen))
     paths.front_ends[chosen] = front_end
-    fp32_layers = () if chosen == "fp32" else fallbacks
-    plan = CpuInferencePlan(chosen, paths.kernel(chosen), precision, backend, measurements,
-                            front_end, fallbacks, check)
-    with paths.of(modules, chosen, fp32_layers).applied(), autocast("cpu", chosen):
-        yield plan
+    fp32_layers = () if chosen == "fp32" else tuple(fallbacks)
+    return CpuInferencePlan(chosen, paths.kernel(chosen), precision, backend, measurements,
+                            front_end, fallbacks, check, paths, fp32_layers,
+                            setup_time_s=time.perf_counter() - start)
 
 
 def _check_precision(modules, precision, paths, probe):
