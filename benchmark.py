@@ -159,7 +159,8 @@ def _lm_fields(settings, lm_decoder):
     }
 
 
-def run_five_tests(brain, test_datasets, settings, tags, output_folder, cpu_plans=None):
+def run_five_tests(brain, test_datasets, settings, tags, output_folder, cpu_plans=None,
+                   lm_first=False):
     """Runs the five tests on every test set and appends their records to
     ``<output_folder>/benchmark.json`` and ``benchmark.csv``.
 
@@ -184,6 +185,9 @@ def run_five_tests(brain, test_datasets, settings, tags, output_folder, cpu_plan
         The experiment folder.
     cpu_plans : CpuPlans, optional
         CPU plans kept from earlier tests of the same model (a new one otherwise).
+    lm_first : bool
+        Run the LM tests before the greedy tests and the MAC count (to show that the
+        order moves no figure: ``tools/clock_check.py``); the records keep their order.
 
     Returns
     -------
@@ -229,7 +233,7 @@ def run_five_tests(brain, test_datasets, settings, tags, output_folder, cpu_plan
     # the forward of whatever runs while they live (about 2-3 % on CPU).
     results = {}
     try:
-        for lm_pass in (False, True):
+        for lm_pass in (True, False) if lm_first else (False, True):
             with (
                 LMDecoder(brain.tokenizer, settings)
                 if lm_pass and needs_lm

@@ -24,6 +24,9 @@ TARGETS = {
     "fraction_of_best_fp32_matmul": 0.60,  # against F.linear or oneDNN, the faster, at least
     "bf16_speedup": 2.0,  # fp32 CPU path time over bf16's, at least (bf16 CPUs)
     "int8_speedup": 1.8,  # fp32 CPU path time over int8's, at least
+    # the five tests' greedy test's speed-up over Hugging Face's fp32 path, as a share of the
+    # speed script's baseline row's (same precision, same run), at least
+    "test_share_of_row_speedup": 0.85,
     "inference_path_overhead": 0.05,  # benchmark path over bare forward + argmax, at most
     "lm_overhead": 0.20,  # time with the LM over time without, minus 1, at most
 }
@@ -111,6 +114,24 @@ def cpu_path_targets(cpu_paths):
         targets.append({"target": key, "subject": subject, "value": value, "cpu_value": None,
                         "limit": TARGETS[key], "met": met, "kind": "absolute"})
     return targets
+
+
+def test_and_row_speedups(results):
+    """The five tests' greedy test's speed-up over Hugging Face's fp32 path, and the speed
+    script's baseline row's (the CPU path's kernels alone); None without both.
+
+    Example
+    -------
+    >>> rows = {"baseline": {"median_time_s": 1.0}, "baseline, HF path": {"median_time_s": 2.0}}
+    >>> test_and_row_speedups({"inference_path": {"speedup_vs_hugging_face_fp32": 1.8},
+    ...                        "cpu_paths": {"rows": rows}})
+    (1.8, 2.0)
+    """
+    path, rows = results.get("inference_path"), (results.get("cpu_paths") or {}).get("rows")
+    if not path or not rows or "speedup_vs_hugging_face_fp32" not in path:
+        return None
+    row = rows["baseline, HF path"]["median_time_s"] / rows["baseline"]["median_time_s"]
+    return path["speedup_vs_hugging_face_fp32"], row
 
 
 def ratio_gap(time_ratio, gmacs_ratio):
@@ -258,6 +279,13 @@ def print_report(results):
               f"({path['masked_forward_median_s']:.3f} s); the path vs the masked forward: "
               f"{100 * path['overhead_vs_masked']:+.1f} % (overheads: medians of ratios within a "
               f"repeat)")
+        speedups = test_and_row_speedups(results)
+        if speedups is not None:
+            test, row = speedups
+            print(f"five tests' greedy test in {path['precision']}: x{test:.2f} Hugging Face's "
+                  f"fp32 path on the same batches; the speed script's baseline row: x{row:.2f} "
+                  f"(the test keeps {test / row:.0%} of it; target >= "
+                  f"{TARGETS['test_share_of_row_speedup']:.0%})")
     lm = results["lm"]
     if lm:
         print(f"LM (beam {lm['beam_width']}, alpha {lm['alpha']}, beta {lm['beta']}, "

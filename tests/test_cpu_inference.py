@@ -511,3 +511,41 @@ def test_peak_memory_counts_memory_the_allocator_kept():
     if kind != "process_rss_peak_above_start":
         pytest.skip(f"peak memory measured as {kind}")
     assert peak_mb > 200
+
+
+def test_cpu_plans_decide_once_per_model_until_its_weights_change(monkeypatch):
+    """``CpuPlans`` measures the kernels once per model, precision and backend; an in-place
+    update of a weight (an optimizer step, ``load_state_dict``) makes a new plan, another
+    model gets its own; without ``plans`` every block decides anew."""
+    from ssl_ctc.cpu import plan as cpu_plan
+
+    decisions = []
+    decide = cpu_plan.plan_cpu_inference
+
+    def counting(*args, **kwargs):
+        decisions.append(args[1])
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(cpu_plan, "plan_cpu_inference", counting)
+    plans = cpu_plan.CpuPlans()
+    model, other = (torch.nn.Sequential(torch.nn.Linear(8, 8)) for _ in range(2))
+    inputs = torch.randn(3, 8)
+    with torch.inference_mode():
+        for _ in range(2):
+            with cpu_inference(model, "fp32", plans=plans) as plan:
+                output = model(inputs)
+        assert decisions == ["fp32"] and plan.reused and plan.record()["cpu_plan_reused"]
+        with cpu_inference(model, "int8", plans=plans):
+            pass
+        with cpu_inference(other, "fp32", plans=plans):
+            pass
+        assert decisions == ["fp32", "int8", "fp32"]
+    with torch.no_grad():
+        model[0].weight.mul_(2)
+    with torch.inference_mode(), cpu_inference(model, "fp32", plans=plans) as plan:
+        doubled = model(inputs)
+    assert not plan.reused and decisions[-1] == "fp32" and len(decisions) == 4
+    assert not torch.allclose(doubled, output)  # the new weights ran, not stale packed ones
+    with torch.inference_mode(), cpu_inference(model, "fp32") as plan:
+        pass
+    assert len(decisions) == 5 and plan.setup_time_s > 0
