@@ -125,14 +125,15 @@ def report(results):
                     trained, medians["greedy_first"])))
     names = list(results)
     if len(names) > 1:
-        lines += ["", f"| experiment | test | time / {names[0]}'s (greedy first) |", "|---|---|---|"]
+        lines += ["", f"| experiment | test | time / {names[0]}'s (greedy first) |",
+                  "|---|---|---|"]
         reference = results[names[0]]["times"]["greedy_first"]
         for name in names[1:]:
             for test in CPU_TEST_NAMES:
                 own = results[name]["times"]["greedy_first"][test]
                 if own and reference[test]:
-                    lines.append(f"| {name} | {test} | "
-                                 f"{statistics.median(own) / statistics.median(reference[test]):.2f} |")
+                    ratio = statistics.median(own) / statistics.median(reference[test])
+                    lines.append(f"| {name} | {test} | {ratio:.2f} |")
     lines.append("")
     for label, difference in verdicts:
         verdict = "same" if difference <= TOLERANCE else "DIFFERENT"
