@@ -1,12 +1,15 @@
 """Do the CPU tests' times depend on the order of the tests or on what the process did before?
 
-For each trained experiment folder, a fresh ``--test_only`` process of its strategy (the
-Brain named by the YAML's ``brain_class``) runs the five tests ``--rounds`` times in each
-order, alternating: greedy tests first (as every experiment does) and LM tests first.
-The medians of the CPU tests' times are printed beside each other and beside the figures
-the training process recorded in the folder's ``benchmark.json`` (a process that trained
-first), with their ratios, and each experiment's times against the first folder's (the
-strategies' speed-ups). Nothing is written in the experiment folders.
+For each trained experiment folder, ``--rounds`` rounds of two fresh processes of its
+strategy (the Brain named by the YAML's ``brain_class``), back to back: a ``--test_only``
+process, and a process that first trains one more epoch on a copy of the checkpoints (as
+every experiment trains before its tests). Each runs the five tests twice, greedy tests
+first (as every experiment does) and LM tests first, in an order that alternates by round.
+Ratios are taken within a round (the same process for the orders, adjacent processes for
+the history), so that the machine's drifting load cancels, and their medians compared
+with the tolerance; the medians of the times are printed too, with each experiment's
+against the first folder's (the strategies' speed-ups). Nothing is written in the
+experiment folders.
 
 Usage::
 
@@ -19,8 +22,9 @@ Authors
 
 import argparse
 import json
-import os
 import pydoc
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,9 +37,11 @@ sys.path.insert(0, str(REPO))
 from ssl_ctc.names import CPU_TESTS  # noqa: E402
 
 ORDERS = ("greedy_first", "lm_first")
+PROCESSES = ("test_only", "trained_first")
 CPU_TEST_NAMES = tuple(name for name, _ in CPU_TESTS)
 # Largest relative difference of two medians called the same figure.
 TOLERANCE = 0.10
+EPOCH_LIMIT = re.compile(r"^epoch_counter:.*\n\s+limit: (\d+)", re.MULTILINE)
 
 
 def brain_class_of(hparams_file):
@@ -51,125 +57,160 @@ def brain_class_of(hparams_file):
     return located
 
 
-def measure(folder, rounds, work_folder):
-    """In this process: the experiment's ``--test_only`` run, the five tests ``rounds``
-    times in each order; returns ``{order: {test: [seconds, ...]}}``."""
+def process_arguments(folder, process, work_folder):
+    """The strategy script's arguments of a test_only or a trained_first process.
+
+    A trained_first process trains one epoch more than the experiment did, from a copy
+    of its checkpoints in ``work_folder`` (the experiment's own stay untouched).
+    """
+    hparams_file = folder / "hyperparams.yaml"
+    arguments = [str(hparams_file), "--output_folder", str(work_folder),
+                 "--benchmark_devices=[cpu]"]
+    if process == "test_only":
+        return [*arguments, "--test_only"]
+    limit = EPOCH_LIMIT.search(hparams_file.read_text(encoding="utf-8"))
+    if limit is None:
+        raise SystemExit(f"{hparams_file}: no epoch_counter limit to train one epoch more")
+    shutil.copytree(folder / "save", work_folder / "save", dirs_exist_ok=True)
+    return [*arguments, "--save_folder", str(work_folder / "save"),
+            f"--epoch_counter=!new:speechbrain.utils.epoch_loop.EpochCounter "
+            f"{{limit: {int(limit.group(1)) + 1}}}"]
+
+
+def measure(folder, process, first_order, work_folder):
+    """In this process: the experiment's run as ``process``, then the five tests in both
+    orders, ``first_order`` first; returns ``{order: {test: seconds}}``."""
     import benchmark
     from ssl_ctc.cpu.plan import CpuPlans
     from ssl_ctc.recipe import run_recipe
 
-    hparams_file = folder / "hyperparams.yaml"
-    times = {order: {test: [] for test in CPU_TEST_NAMES} for order in ORDERS}
+    times = {}
 
     def five_tests_both_ways(brain, test_datasets, settings):
         tags, configured = next(iter(brain.benchmark_configurations()))
         cpu_plans = CpuPlans()
+        orders = ORDERS if first_order == ORDERS[0] else ORDERS[::-1]
         with configured:
-            for round_index in range(rounds):
-                orders = ORDERS if round_index % 2 == 0 else ORDERS[::-1]
-                for order in orders:
-                    records = benchmark.run_five_tests(
-                        brain, test_datasets, settings, {**tags, "clock_order": order},
-                        work_folder, cpu_plans, lm_first=order == "lm_first")
-                    for record in records:
-                        if record["test"] in CPU_TEST_NAMES and record["status"] == "ok":
-                            times[order][record["test"]].append(record["total_time_s"])
+            for order in orders:
+                records = benchmark.run_five_tests(
+                    brain, test_datasets, settings, {**tags, "clock_order": order},
+                    work_folder, cpu_plans, lm_first=order == "lm_first")
+                times[order] = {record["test"]: record["total_time_s"] for record in records
+                                if record["test"] in CPU_TEST_NAMES
+                                and record["status"] == "ok"}
         return []
 
-    run_recipe(brain_class_of(hparams_file),
-               [str(hparams_file), "--output_folder", str(work_folder), "--test_only",
-                "--benchmark_devices=[cpu]"],
+    run_recipe(brain_class_of(folder / "hyperparams.yaml"),
+               process_arguments(folder, process, work_folder),
                benchmark=five_tests_both_ways)
     return times
 
 
-def trained_process_times(folder):
-    """The CPU tests' times the latest training process recorded (not a --test_only run)."""
-    records_path = folder / "benchmark.json"
-    if not records_path.is_file():
-        return {}
-    records = json.loads(records_path.read_text(encoding="utf-8"))
-    trained = [record for record in records if "--test_only" not in record.get("command", "")
-               and record.get("configured", True) and record.get("status") == "ok"]
-    return {record["test"]: record["total_time_s"] for record in trained
-            if record["test"] in CPU_TEST_NAMES}
+def relative_difference(ratio):
+    """How far a ratio of two times is from 1, relative to the smaller time."""
+    return max(ratio, 1 / ratio) - 1
 
 
-def relative_difference(first, second):
-    """``|first - second|`` relative to the smaller of the two."""
-    return abs(first - second) / min(first, second)
+def median_time(rounds, process, order, test):
+    """The median over rounds of one test's seconds in one process and order."""
+    return statistics.median(round_times[process][order][test] for round_times in rounds)
 
 
 def report(results):
-    """The tables and the verdicts, as text."""
-    lines = ["| experiment | test | trained process (s) | greedy first (s) | LM first (s) | "
-             "LM first / greedy first | trained / test_only |", "|---|---|---|---|---|---|---|"]
+    """The tables and the verdicts, as text.
+
+    ``results``: experiment -> list of rounds, each ``{process: {order: {test: seconds}}}``.
+    """
+    lines = ["| experiment | test | test_only, greedy first (s) | test_only, LM first (s) | "
+             "trained first, greedy first (s) | LM first / greedy first | "
+             "trained first / test_only |", "|---|---|---|---|---|---|---|"]
     verdicts = []
-    for name, result in results.items():
+    for name, rounds in results.items():
         for test in CPU_TEST_NAMES:
-            medians = {order: statistics.median(result["times"][order][test])
-                       for order in ORDERS if result["times"][order][test]}
-            if len(medians) < len(ORDERS):
+            if not all(test in order_times for round_times in rounds
+                       for process_times in round_times.values()
+                       for order_times in process_times.values()):
                 continue
-            trained = result["trained"].get(test)
-            order_ratio = medians["lm_first"] / medians["greedy_first"]
-            history_ratio = None if trained is None else trained / medians["greedy_first"]
+
+            order_ratio = statistics.median(
+                round_times[process]["lm_first"][test] / round_times[process]["greedy_first"][test]
+                for round_times in rounds for process in PROCESSES)
+            history_ratio = statistics.median(
+                round_times["trained_first"][order][test] / round_times["test_only"][order][test]
+                for round_times in rounds for order in ORDERS)
             lines.append(
-                f"| {name} | {test} | {'-' if trained is None else f'{trained:.3f}'} | "
-                f"{medians['greedy_first']:.3f} | {medians['lm_first']:.3f} | "
-                f"{order_ratio:.2f} | {'-' if history_ratio is None else f'{history_ratio:.2f}'} |")
-            verdicts.append((f"{name} {test} order", relative_difference(
-                medians["lm_first"], medians["greedy_first"])))
-            if trained is not None:
-                verdicts.append((f"{name} {test} trained process", relative_difference(
-                    trained, medians["greedy_first"])))
+                f"| {name} | {test} | {median_time(rounds, 'test_only', 'greedy_first', test):.3f}"
+                f" | {median_time(rounds, 'test_only', 'lm_first', test):.3f} | "
+                f"{median_time(rounds, 'trained_first', 'greedy_first', test):.3f} | "
+                f"{order_ratio:.2f} | "
+                f"{history_ratio:.2f} |")
+            verdicts += [(f"{name} {test}: LM tests first / greedy tests first", order_ratio),
+                         (f"{name} {test}: trained first / test_only", history_ratio)]
     names = list(results)
     if len(names) > 1:
-        lines += ["", f"| experiment | test | time / {names[0]}'s (greedy first) |",
-                  "|---|---|---|"]
-        reference = results[names[0]]["times"]["greedy_first"]
+        lines += ["", f"| experiment | test | time / {names[0]}'s (test_only, greedy first; "
+                  "median of the rounds' ratios) |", "|---|---|---|"]
+        reference = results[names[0]]
         for name in names[1:]:
             for test in CPU_TEST_NAMES:
-                own = results[name]["times"]["greedy_first"][test]
-                if own and reference[test]:
-                    ratio = statistics.median(own) / statistics.median(reference[test])
-                    lines.append(f"| {name} | {test} | {ratio:.2f} |")
+                ratios = [own["test_only"]["greedy_first"].get(test, 0)
+                          / base["test_only"]["greedy_first"][test]
+                          for own, base in zip(results[name], reference, strict=False)
+                          if test in base["test_only"]["greedy_first"]]
+                if ratios and all(ratios):
+                    lines.append(f"| {name} | {test} | {statistics.median(ratios):.2f} |")
     lines.append("")
-    for label, difference in verdicts:
+    for label, ratio in verdicts:
+        difference = relative_difference(ratio)
         verdict = "same" if difference <= TOLERANCE else "DIFFERENT"
-        lines.append(f"{verdict}: {label} ({difference:.1%} apart, tolerance {TOLERANCE:.0%})")
+        lines.append(f"{verdict}: {label} = {ratio:.2f} ({difference:.1%} apart, median of the "
+                     f"rounds' ratios; tolerance {TOLERANCE:.0%})")
     return "\n".join(lines)
 
 
 def main(argv=None):
-    """Run each experiment in its own process, then print the tables."""
+    """Run the rounds, each process on its own, then print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="trained experiment folders")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each order (median)")
-    parser.add_argument("--json", type=Path, help="also write the times here")
-    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the two processes per experiment (default: 3)")
+    parser.add_argument("--json", type=Path, help="also write every round's times here")
+    parser.add_argument("--process", choices=PROCESSES, help=argparse.SUPPRESS)
+    parser.add_argument("--first_order", choices=ORDERS, help=argparse.SUPPRESS)
     parser.add_argument("--work_folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--times", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if arguments.measure:  # the child process: one experiment
-        times = measure(arguments.folders[0].resolve(), arguments.rounds, arguments.work_folder)
-        arguments.json.write_text(json.dumps(times), encoding="utf-8")
+    if arguments.process:  # a child: one process of one round
+        times = measure(arguments.folders[0].resolve(), arguments.process,
+                        arguments.first_order, arguments.work_folder)
+        arguments.times.write_text(json.dumps(times), encoding="utf-8")
         return
     for folder in arguments.folders:
-        if not (folder / "hyperparams.yaml").is_file():
-            parser.error(f"{folder}: not an experiment folder (no hyperparams.yaml)")
+        if not (folder / "hyperparams.yaml").is_file() or not (folder / "save").is_dir():
+            parser.error(f"{folder}: not a trained experiment folder (hyperparams.yaml, save/)")
     results = {}
     with tempfile.TemporaryDirectory(prefix="clock_check_") as work:
         for index, folder in enumerate(arguments.folders):
-            times_file = Path(work) / f"{index}.json"
-            print(f"+ {folder}: {arguments.rounds} rounds of each order", flush=True)
-            subprocess.run([sys.executable, __file__, str(folder), "--measure",
-                            "--rounds", str(arguments.rounds), "--json", str(times_file),
-                            "--work_folder", os.path.join(work, str(index))],
-                           cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-            results[folder.name] = {"times": json.loads(times_file.read_text(encoding="utf-8")),
-                                    "trained": trained_process_times(folder)}
+            results[folder.name] = []
+            for round_index in range(arguments.rounds):
+                round_times = {}
+                for process in PROCESSES if round_index % 2 == 0 else PROCESSES[::-1]:
+                    print(f"+ {folder}: round {round_index + 1}, {process}", flush=True)
+                    work_folder = Path(work) / f"{index}_{round_index}_{process}"
+                    times_file = work_folder.with_suffix(".json")
+                    child = subprocess.run(
+                        [sys.executable, __file__, str(folder), "--process", process,
+                         "--first_order", ORDERS[round_index % 2], "--work_folder",
+                         str(work_folder), "--times", str(times_file)],
+                        cwd=REPO, capture_output=True, text=True)
+                    if child.returncode != 0:
+                        sys.exit(f"{folder}: the {process} process failed:\n"
+                                 f"{child.stderr[-3000:]}")
+                    round_times[process] = json.loads(times_file.read_text(encoding="utf-8"))
+                    shutil.rmtree(work_folder)
+                results[folder.name].append(round_times)
     if arguments.json:
         arguments.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(report(results))
