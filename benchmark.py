@@ -20,8 +20,9 @@ per test and test set to ``<output_folder>/benchmark.json`` and
 recorded as skipped, with its reason.
 
 Timing covers the whole split's inference (reading the audio, the forward and
-decoding: the paper's number; the WER alignments are computed after the clock), after an untimed memory pass on the longest batch and
-warm-up batches (the longest ones), with ``torch.inference_mode()``, a fixed CPU
+decoding: the paper's number; the WER alignments are computed after the clock),
+after an untimed memory pass on the longest batch and warm-up batches (the
+longest ones), with ``torch.inference_mode()``, a fixed CPU
 thread count and ``torch.cuda.synchronize()`` before a GPU timer is read; with
 ``benchmark_timed_passes`` above 1 the median pass is reported, every pass's time
 recorded. Nothing touches the allocator between the warm-up and the timer. The
