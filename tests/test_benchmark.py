@@ -543,6 +543,8 @@ def test_from_hparams_reads_keys_and_defaults(tmp_path):
         ({"gpu_precision": "fp8"}, ValueError, "benchmark_gpu_precision"),
         ({"batch_size": 0}, ValueError, "benchmark_batch_size must be a positive integer, got 0"),
         ({"warmup_batches": -1}, ValueError, "benchmark_warmup_batches"),
+        ({"timed_passes": 0}, ValueError, "benchmark_timed_passes must be a positive integer"),
+        ({"cpu_allocator": "arena"}, ValueError, "cpu_allocator: unknown setting 'arena'"),
         ({"mac_batches": 0}, ValueError, "benchmark_mac_batches"),
         ({"lm_beam_width": 0}, ValueError, "lm_beam_width"),
         ({"lm_decode_workers": 0}, ValueError, "lm_decode_workers"),

@@ -2,6 +2,7 @@
 
 import collections
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -466,6 +467,21 @@ def test_system_allocator_setting_changes_nothing():
     if probe is None:
         pytest.skip("not glibc 2.33 or later (no mallinfo2)")
     assert probe["program"][0] is True and probe["program"][1].endswith("its defaults")
+
+
+@pytest.mark.parametrize(("library", "name"), [
+    ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "jemalloc"),
+    ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "tcmalloc")])
+def test_preloaded_allocator_is_named_and_kept(library, name):
+    """An allocator preloaded for the whole process (the ecosystem's way) is what the records
+    name, and ``keep_freed`` leaves it as it is (where the Debian package is installed)."""
+    if not Path(library).is_file():
+        pytest.skip(f"{library} not installed")
+    completed = subprocess.run(
+        [sys.executable, "-c", "from ssl_ctc.cpu.allocator import use_allocator; "
+         "print(use_allocator('keep_freed'))"], cwd=REPO, capture_output=True, text=True,
+        check=True, env={**os.environ, "LD_PRELOAD": library})
+    assert completed.stdout.strip() == f"{name} (preloaded)"
 
 
 def test_allocator_left_alone_without_glibc(monkeypatch):
