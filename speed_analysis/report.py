@@ -328,6 +328,11 @@ def _print_cpu_paths(cpu_paths):
         backends.append(f"{precision} backend {cpu_paths[f'{precision}_backend']}{measured}")
     print(f"\nCPU paths (same batches, same round-robin); {'; '.join(backends)}; 'baseline' is "
           f"the five tests' path in {cpu_paths['main_precision']}:")
+    if cpu_paths.get("path_seconds"):
+        seconds = cpu_paths["path_seconds"]
+        print(f"  fp32 path: {cpu_paths['fp32_path']} (whole model on the median batch: "
+              + ", ".join(f"{name} {1000 * value:.0f} ms" for name, value in seconds.items())
+              + ")")
     for precision, seconds in cpu_paths.get("front_end_seconds", {}).items():
         if seconds:
             print(f"  CNN front end in {precision}: {cpu_paths['front_ends'][precision]} (2 s "

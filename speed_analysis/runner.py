@@ -52,7 +52,7 @@ from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.cpu.allocator import use_allocator
 from ssl_ctc.cpu.kernels import usable_backends
 from ssl_ctc.cpu.machine import cpu_flags, cpu_name, has_bf16_instructions
-from ssl_ctc.cpu.path import CpuPaths
+from ssl_ctc.cpu.path import CpuPaths, HuggingFacePath
 from ssl_ctc.encoder import SAMPLE_RATE, encoder_frames
 
 
@@ -124,6 +124,16 @@ def place_brains(brains, device, compile_modules):
                 brain.modules[key] = torch.compile(brain.modules[key])
 
 
+def hugging_face_forward(brain):
+    """The brain's forward on Hugging Face's own layers (``HuggingFacePath``): the reference row."""
+
+    def run_batch(wavs, wav_lens):
+        with HuggingFacePath(brain.modules).applied():
+            return brain.infer_batch(wavs, wav_lens)
+
+    return run_batch
+
+
 def choose_cpu_paths(baseline, backend, cpu_batches, allocator_setting="keep_freed"):
     """The five tests' CPU paths for the precisions compared, and what the choice recorded.
 
@@ -136,9 +146,12 @@ def choose_cpu_paths(baseline, backend, cpu_batches, allocator_setting="keep_fre
     # Before any row is timed, so that every row runs with the same allocator.
     allocator = use_allocator(allocator_setting)
     compared = ["fp32", "int8"] + (["bf16"] if has_bf16_instructions() else [])
-    paths = CpuPaths.choose(baseline.modules, compared, backend)
+    # the five tests' probe: a representative batch (the median one of the sorted set)
+    probe_batch = cpu_batches[len(cpu_batches) // 2]
+    paths = CpuPaths.choose(baseline.modules, compared, backend,
+                            probe=lambda: baseline.infer_batch(*probe_batch))
     record = {"flags": cpu_flags(), "allocator": allocator, **paths.measurements,
-              "fp32_backend": paths.fp32_backend,
+              "fp32_backend": paths.fp32_backend, "fp32_path": paths.fp32_path,
               **({"bf16_backend": paths.bf16_backend} if "bf16" in compared else {}),
               "front_ends": paths.front_ends, "compared_precisions": compared,
               "bf16_instructions": has_bf16_instructions()}
@@ -170,7 +183,7 @@ def time_rows(arguments, setup, work, batches, work_folder):
                                                  if cpu_paths["bf16_instructions"] else [])
     run_of = path_runner(paths)
     if on_cpu:
-        cpu_rows.append(("baseline, HF path", baseline.infer_batch, "fp32"))
+        cpu_rows.append(("baseline, HF path", hugging_face_forward(baseline), "fp32"))
         cpu_rows += [(f"baseline {name}", run_of(baseline, name), name)
                      for name in cpu_paths["compared_precisions"] if name != precision]
     matmuls = {backend: layer_matmuls(config.hidden_size, config.intermediate_size,
@@ -265,7 +278,8 @@ def measure_overheads(arguments, setup, batches, paths):
         BenchmarkSettings.from_hparams(vars(baseline.hparams)),
         batch_size=BATCH_SIZE, devices=[device], cpu_threads=threads, warmup_batches=1,
         cpu_precision="fp32" if device.startswith("cuda") else precision,
-        gpu_precision=precision, mac_batches=1, lm_path=arguments.lm_path)
+        gpu_precision=precision if device.startswith("cuda") else "fp32", mac_batches=1,
+        lm_path=arguments.lm_path)
     cpu_path = None if paths is None else paths.of(baseline.modules, precision)
     return measure_inference_path(baseline, setup["dataset"], batches, settings,
                                   arguments.repeats, device, cpu_path)

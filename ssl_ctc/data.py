@@ -216,11 +216,11 @@ def make_test_loader(dataset, batch_size):
     )
 
 
-def longest_test_batches(loader, count):
-    """The ``count`` last batches of a ``make_test_loader`` loader: its longest utterances.
+def test_batches_from(loader, first):
+    """The batches of a ``make_test_loader`` loader from batch index ``first`` on.
 
-    The same batches as the loader's own last ones (same boundaries), loaded without
-    reading the rest of the test set.
+    The same batches as the loader's own (same boundaries), loaded without reading the
+    ones before.
 
     Example
     -------
@@ -229,10 +229,25 @@ def longest_test_batches(loader, count):
     ...     name: {"sig": torch.zeros(100 * seconds), "wrd": "A", "duration": float(seconds)}
     ...     for seconds, name in enumerate("abcde", start=1)})
     >>> loader = make_test_loader(dataset, batch_size=2)
-    >>> [batch.id for batch in longest_test_batches(loader, 2)]
+    >>> [batch.id for batch in test_batches_from(loader, 1)]
     [['c', 'd'], ['e']]
     """
-    first = max(len(loader) - count, 0) * loader.batch_size
-    last = torch.utils.data.Subset(loader.dataset, range(first, len(loader.dataset)))
-    return torch.utils.data.DataLoader(last, batch_size=loader.batch_size,
+    start = min(first, len(loader)) * loader.batch_size
+    rest = torch.utils.data.Subset(loader.dataset, range(start, len(loader.dataset)))
+    return torch.utils.data.DataLoader(rest, batch_size=loader.batch_size,
                                        collate_fn=loader.collate_fn)
+
+
+def longest_test_batches(loader, count):
+    """The ``count`` last batches of a ``make_test_loader`` loader: its longest utterances.
+
+    Example
+    -------
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> dataset = DynamicItemDataset({
+    ...     name: {"sig": torch.zeros(100 * seconds), "wrd": "A", "duration": float(seconds)}
+    ...     for seconds, name in enumerate("abcde", start=1)})
+    >>> [batch.id for batch in longest_test_batches(make_test_loader(dataset, 2), 2)]
+    [['c', 'd'], ['e']]
+    """
+    return test_batches_from(loader, max(len(loader) - count, 0))

@@ -565,3 +565,42 @@ def test_cpu_plans_decide_once_per_model_until_its_weights_change(monkeypatch):
     with torch.inference_mode(), cpu_inference(model, "fp32") as plan:
         pass
     assert len(decisions) == 5 and plan.setup_time_s > 0
+
+
+def test_fp32_runs_hugging_face_layers_where_the_whole_model_measured_faster(monkeypatch):
+    """Where the whole model on the recipe's path measured slower on the probe than on
+    Hugging Face's own layers (``choose_path``), fp32 runs those, and the record says so;
+    elsewhere the recipe's kernels run."""
+    from ssl_ctc.cpu import path as cpu_path
+
+    model = WavLMModel(WavLMConfig(**SMALL))
+    use_matmul_front_end(model)
+    model.eval()
+    wavs = torch.randn(2, 4000)
+    for winner in ("hugging_face", "recipe"):
+        monkeypatch.setattr(cpu_path, "choose_path",
+                            lambda modules, path, probe, winner=winner: (winner, {winner: 0.1}))
+        with torch.inference_mode(), cpu_inference(model, "fp32",
+                                                   probe=lambda: model(wavs)) as plan:
+            attention = type(model.encoder.layers[0].attention).__name__
+            output = model(wavs).last_hidden_state
+        record = plan.record()
+        if winner == "hugging_face":
+            assert attention == "WavLMAttention"
+            assert (record["cpu_backend"], record["cpu_front_end"]) == ("hugging_face",) * 2
+        else:
+            assert attention == "FastWavLMAttention" and record["cpu_backend"] != "hugging_face"
+        assert record["cpu_choice_measurements"]["path_seconds"] == {winner: 0.1}
+        with torch.inference_mode():
+            expected = model(wavs).last_hidden_state
+        assert torch.allclose(output, expected, atol=1e-4)
+
+
+def test_choose_path_measures_both_paths():
+    """``choose_path`` times the whole forward on the recipe's path and on Hugging Face's."""
+    from ssl_ctc.cpu.path import PATHS, choose_path
+
+    model = WavLMModel(WavLMConfig(**SMALL))
+    wavs = torch.randn(1, 4000)
+    path, seconds = choose_path(model, CpuPaths("aten").of(model, "fp32"), lambda: model(wavs))
+    assert path in PATHS and set(seconds) == set(PATHS) and all(s > 0 for s in seconds.values())

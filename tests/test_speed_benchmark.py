@@ -220,3 +220,14 @@ def test_demo_runs_the_registered_variants():
         assert (Path(__file__).resolve().parents[1] / variant.hparams_path).is_file()
         assert variant.command_line()[-2:] == ["--downsampling_factor",
                                                str(variant.overrides["downsampling_factor"])]
+
+
+def test_int8_run_measures_the_five_tests_path(tmp_path):
+    """``--precision int8`` on CPU times the five tests' greedy test in int8 against Hugging
+    Face's fp32 path (the tests' settings keep a GPU precision, fp32, that validates)."""
+    results = speed_benchmark.main([
+        "--quick", "--threads", "1", "--repeats", "1", "--precision", "int8", "--variants",
+        "baseline", "--skip_onnx", "--lm_path", "none", "--output_folder", str(tmp_path)])
+    path = results["inference_path"]
+    assert path["precision"] == "int8" and path["speedup_vs_hugging_face_fp32"] > 0
+    assert results["cpu_paths"]["fp32_path"] in ("recipe", "hugging_face")

@@ -201,7 +201,7 @@ def main(argv=None):
                     work_folder = Path(work) / f"{index}_{round_index}_{process}"
                     times_file = work_folder.with_suffix(".json")
                     child = subprocess.run(
-                        [sys.executable, __file__, str(folder), "--process", process,
+                        [sys.executable, __file__, str(folder.resolve()), "--process", process,
                          "--first_order", ORDERS[round_index % 2], "--work_folder",
                          str(work_folder), "--times", str(times_file)],
                         cwd=REPO, capture_output=True, text=True)

@@ -29,7 +29,7 @@ from ssl_ctc.benchmarking.measurement import PeakMemory, synchronize
 from ssl_ctc.benchmarking.records import per_utterance_extras, summarize_extras
 from ssl_ctc.cpu.plan import cpu_inference
 from ssl_ctc.ctc import greedy_decode
-from ssl_ctc.data import longest_test_batches, make_test_loader
+from ssl_ctc.data import longest_test_batches, make_test_loader, test_batches_from
 from ssl_ctc.precision import autocast
 
 
@@ -73,18 +73,18 @@ def transcribe_batches(brain, batches, device, precision, lm_decoder, timers):
 def inference_path(brain, loader, device, precision, cpu_plans=None):
     """On CPU, ``cpu_inference`` over the brain's modules (its plan); on GPU, nothing (None).
 
-    The probe (the first test batch, loaded once and only if used) checks a reduced
-    precision's output against fp32 and times ``"auto"``'s candidates; with ``cpu_plans``
-    (a ``CpuPlans``) a plan made by an earlier test of the same model is reused.
+    The probe (the median batch of the sorted set, loaded once and only if used) checks
+    a reduced precision's output against fp32 and times ``"auto"``'s candidates; with
+    ``cpu_plans`` (a ``CpuPlans``) a plan made by an earlier test of the same model is reused.
     """
     if device.startswith("cuda"):
         return contextlib.nullcontext()
-    first_batch = []
+    median_batch = []
 
     def probe():
-        if not first_batch:
-            first_batch.append(next(iter(loader)))
-        signal = first_batch[0].sig
+        if not median_batch:
+            median_batch.append(next(iter(test_batches_from(loader, len(loader) // 2))))
+        signal = median_batch[0].sig
         return brain.infer_batch(signal.data.to(device), signal.lengths.to(device))
 
     return cpu_inference(brain.modules, precision, probe=probe, plans=cpu_plans)

@@ -141,6 +141,76 @@ def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS, conv_back
     return min(seconds, key=seconds.get), seconds
 
 
+class HuggingFacePath:
+    """The modules as Hugging Face runs them (``F.linear``, its attention, its convolutions),
+    chosen in fp32 where the whole model measured faster so than on the recipe's path.
+
+    Example
+    -------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    >>> with HuggingFacePath(model).applied():
+    ...     type(model[0]).__name__
+    'Linear'
+    """
+
+    backend = "hugging_face"
+
+    def __init__(self, modules):
+        self.modules = modules
+
+    @contextlib.contextmanager
+    def applied(self):
+        """Hugging Face's convolutions for the CNN front end; nothing else to swap in."""
+        with channels_first_front_ends(self.modules):
+            yield self
+
+
+# The whole-model paths compared in fp32 (``choose_path``).
+PATHS = ("recipe", "hugging_face")
+
+
+def choose_path(modules, recipe_path, probe, repeats=2):
+    """The faster fp32 path of the whole model on a probe: the recipe's or Hugging Face's own.
+
+    Each layer's choice (kernel, front end) is measured on its own, on probe shapes; on some
+    processors (AVX2 without AVX-512, seen here) the model as a whole still runs faster on
+    Hugging Face's layers, so the whole forward is timed on both, alternately, twice.
+
+    Arguments
+    ---------
+    modules : torch.nn.Module
+        The modules ``probe`` runs.
+    recipe_path : CpuInferencePath
+        The recipe's fp32 path of ``modules``.
+    probe : callable
+        One representative forward (a test batch).
+    repeats : int
+        Timed calls per path and round (median kept; best of two rounds).
+
+    Returns
+    -------
+    tuple
+        ``(path, {path: seconds})``, ``path`` one of ``PATHS``.
+
+    Example
+    -------
+    >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64))
+    >>> inputs = torch.randn(32, 64)
+    >>> path, seconds = choose_path(model, CpuInferencePath(model, "aten"), lambda: model(inputs))
+    >>> path in PATHS, sorted(seconds) == sorted(PATHS)
+    (True, True)
+    """
+    candidates = {"recipe": recipe_path, "hugging_face": HuggingFacePath(modules)}
+    seconds = {}
+    with torch.inference_mode():
+        for _ in range(2):  # alternated, so that a load change does not favour one
+            for name, path in candidates.items():
+                with path.applied():
+                    median = median_seconds(probe, repeats)
+                seconds[name] = min(seconds.get(name, median), median)
+    return min(seconds, key=seconds.get), seconds
+
+
 class CpuInferencePath:
     """The fast CPU path of some modules, applied and undone on demand (cheap after the first).
 
@@ -260,6 +330,9 @@ class CpuPaths:
         What the choices measured (``choose``).
     bf16_backend : str
         Kernel of the bf16 linear layers (see ``BF16_BACKENDS``).
+    fp32_path : str
+        "recipe", or "hugging_face" where the model measured faster on its own layers in
+        fp32 (``choose_path``): fp32 then runs ``HuggingFacePath``.
 
     Example
     -------
@@ -269,15 +342,17 @@ class CpuPaths:
     ('onednn', 'int8', 'bf16')
     """
 
-    def __init__(self, fp32_backend, front_ends=None, measurements=None, bf16_backend="bf16"):
+    def __init__(self, fp32_backend, front_ends=None, measurements=None, bf16_backend="bf16",
+                 fp32_path="recipe"):
         self.fp32_backend = fp32_backend
         self.bf16_backend = bf16_backend
+        self.fp32_path = fp32_path
         self.front_ends = {} if front_ends is None else front_ends
         self.measurements = {} if measurements is None else measurements
         self.kernel_cache = {}  # paths over the same layers pack their weights once
 
     @classmethod
-    def choose(cls, modules, precisions, backend="auto"):
+    def choose(cls, modules, precisions, backend="auto", probe=None):
         """Measure on ``modules`` the fp32 and bf16 kernels and, per precision, the front end.
 
         Arguments
@@ -285,10 +360,14 @@ class CpuPaths:
         modules : torch.nn.Module
             Representative modules (the speed script's baseline).
         precisions : list of str
-            "fp32", "bf16", "int8": the precisions whose front end is chosen.
+            "fp32", "bf16", "int8": the precisions whose front end is chosen (fp32's always,
+            for a refused reduced precision).
         backend : str
             "auto" (measured: ``choose_backend``, ``choose_front_end``), or one of
             ``FP32_BACKENDS`` (nothing measured, the matmul front end, ``F.linear`` in bf16).
+        probe : callable, optional
+            One representative forward of ``modules``: with it, "auto" also measures the
+            whole fp32 model against Hugging Face's own layers (``choose_path``).
 
         Returns
         -------
@@ -299,19 +378,19 @@ class CpuPaths:
         Example
         -------
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8))
-        >>> paths = CpuPaths.choose(model, ["fp32", "int8"])
+        >>> paths = CpuPaths.choose(model, ["int8"])
         >>> paths.front_ends, sorted(paths.measurements)
         ({'fp32': None, 'int8': None}, ['fp32_backend_gmacs_per_s', 'front_end_seconds'])
         """
         if backend != "auto":
             return cls(backend)
         linears = plain_linears(modules)
-        fp32_backend, rates = choose_backend(linears, "fp32")
-        measurements = {"fp32_backend_gmacs_per_s": rates}
-        bf16_backend = "bf16"
-        if "bf16" in precisions:
-            bf16_backend, measurements["bf16_backend_gmacs_per_s"] = choose_backend(linears,
-                                                                                    "bf16")
+        fp32_backend, bf16_backend, measurements = "aten", "bf16", {}
+        if linears:
+            fp32_backend, measurements["fp32_backend_gmacs_per_s"] = choose_backend(linears)
+            if "bf16" in precisions:
+                bf16_backend, measurements["bf16_backend_gmacs_per_s"] = choose_backend(
+                    linears, "bf16")
         # The front end runs in fp32 under int8: its fp32 measurement serves both.
         measured = {}
         for precision in ("fp32", *precisions):
@@ -320,14 +399,22 @@ class CpuPaths:
                 conv_backend = None if measured_as == "bf16" else fp32_backend
                 measured[measured_as] = choose_front_end(modules, measured_as,
                                                          conv_backend=conv_backend)
-        choices = {name: measured["fp32" if name == "int8" else name] for name in precisions}
+        choices = {name: measured["fp32" if name == "int8" else name]
+                   for name in dict.fromkeys(("fp32", *precisions))}
         measurements["front_end_seconds"] = {name: seconds
                                              for name, (_, seconds) in choices.items()}
-        return cls(fp32_backend, {name: front_end for name, (front_end, _) in choices.items()},
-                   measurements, bf16_backend)
+        paths = cls(fp32_backend, {name: front_end for name, (front_end, _) in choices.items()},
+                    measurements, bf16_backend)
+        if probe is not None and "fp32" in precisions:
+            paths.fp32_path, measurements["path_seconds"] = choose_path(
+                modules, paths.of(modules, "fp32"), probe)
+        return paths
 
     def kernel(self, precision):
-        """Kernel of the linear layers in ``precision`` (a key of ``KERNELS``)."""
+        """Kernel of the linear layers in ``precision`` (a key of ``KERNELS``, or
+        "hugging_face" for ``HuggingFacePath``)."""
+        if precision == "fp32" and self.fp32_path == "hugging_face":
+            return "hugging_face"
         return {"fp32": self.fp32_backend, "bf16": self.bf16_backend, "int8": "int8"}[precision]
 
     def conv_kernel(self, precision):
@@ -336,7 +423,16 @@ class CpuPaths:
         return None if precision == "bf16" else self.fp32_backend
 
     def of(self, modules, precision, fp32_layers=()):
-        """``CpuInferencePath`` of ``modules`` in ``precision`` (``fp32_layers``: see there)."""
+        """``CpuInferencePath`` of ``modules`` in ``precision`` (``fp32_layers``: see there), or
+        ``HuggingFacePath`` in fp32 where that was chosen."""
+        if precision == "fp32" and self.fp32_path == "hugging_face":
+            return HuggingFacePath(modules)
         return CpuInferencePath(modules, self.kernel(precision), self.kernel_cache,
-                                self.front_ends.get(precision, "matmul"), fp32_layers,
+                                self.front_end(precision), fp32_layers,
                                 self.conv_kernel(precision))
+
+    def front_end(self, precision):
+        """CNN front end in ``precision`` (one of ``FRONT_ENDS``; None: the modules have none)."""
+        if precision == "fp32" and self.fp32_path == "hugging_face":
+            return "hugging_face"
+        return self.front_ends.get(precision, "matmul")

@@ -12,6 +12,9 @@ under autocast the original ``F.linear`` runs. Precisions:
   ``onednn`` at the model's widest linear layer; outputs within 1e-4);
   ``"auto"`` also measures the CNN front end as channels-last products
   (``ssl_ctc.front_end``) against Hugging Face's convolutions and runs the faster;
+  with a ``probe``, the whole model on that path is then timed against Hugging Face's
+  own layers (``choose_path``: on an AVX2 EPYC without AVX-512 these won) and the
+  faster runs (``backend`` "hugging_face");
 - ``"bf16"``: bf16 autocast for the block (fast only with avx512_bf16 / AMX), the
   linear layers on bf16 weights cast once (``"auto"`` measures ``F.linear`` against
   oneDNN's product with the weights packed once, ``onednn_bf16``);
@@ -50,14 +53,12 @@ from ssl_ctc.cpu.check import MODULE_TOLERANCE, OUTPUT_TOLERANCE, probe_output, 
 from ssl_ctc.cpu.kernels import (
     FP32_BACKENDS,
     PROBE_REPEATS,
-    choose_backend,
     int8_implementation,
     median_seconds,
-    plain_linears,
     usable_backends,
 )
 from ssl_ctc.cpu.machine import BF16_INSTRUCTIONS, cpu_flags, has_bf16_instructions
-from ssl_ctc.cpu.path import CpuPaths, choose_front_end, matmul_front_ends
+from ssl_ctc.cpu.path import CpuPaths, matmul_front_ends
 from ssl_ctc.precision import CPU_PRECISIONS, autocast
 
 
@@ -70,7 +71,8 @@ class CpuInferencePlan:
     precision : str
         "fp32", "bf16" or "int8" (``"auto"`` resolved).
     backend : str
-        Kernel of the linear layers ("aten", "onednn", "bf16", "onednn_bf16", "int8").
+        Kernel of the linear layers ("aten", "onednn", "bf16", "onednn_bf16", "int8"), or
+        "hugging_face": in fp32 the model measured faster on Hugging Face's own layers.
     requested_precision, requested_backend : str
         As asked.
     measurements : dict
@@ -244,26 +246,20 @@ def plan_cpu_inference(modules, precision="fp32", backend="auto", probe=None):
         raise ValueError(f"CPU backend {backend!r} does not work in torch {torch.__version__} "
                          "(its operators are missing or disagree with F.linear): use aten or auto")
     start = time.perf_counter()
-    measurements = {}
-    linears = plain_linears(modules)
-    fp32_backend = backend
-    if backend == "auto":
-        fp32_backend = "aten"
-        if linears and precision != "bf16":  # int8 runs its CNN front end on the fp32 kernel
-            fp32_backend, measurements["fp32_backend_gmacs_per_s"] = choose_backend(linears)
-    chosen, fallbacks, check = precision, {}, {}
+    chosen, fallbacks, check, auto = precision, {}, {}, None
     if precision == "auto":
         chosen = "fp32"
         if not has_bf16_instructions():
-            measurements["auto"] = f"fp32: no {' / '.join(BF16_INSTRUCTIONS)} on this CPU"
+            auto = f"fp32: no {' / '.join(BF16_INSTRUCTIONS)} on this CPU"
         elif probe is None:
-            measurements["auto"] = "fp32: no probe to measure and check bf16 with"
+            auto = "fp32: no probe to measure and check bf16 with"
         else:
             chosen = "bf16"
-    bf16_backend = "bf16"
-    if backend == "auto" and linears and chosen == "bf16":
-        bf16_backend, measurements["bf16_backend_gmacs_per_s"] = choose_backend(linears, "bf16")
-    paths = CpuPaths(fp32_backend, bf16_backend=bf16_backend)
+    candidates = ["fp32", "bf16"] if precision == "auto" and chosen == "bf16" else [chosen]
+    paths = CpuPaths.choose(modules, candidates, backend, probe)
+    measurements = dict(paths.measurements)
+    if auto is not None:
+        measurements["auto"] = auto
     if chosen != "fp32":
         fallbacks, check = _check_precision(modules, chosen, paths, probe)
         if "model" in fallbacks:
@@ -273,11 +269,10 @@ def plan_cpu_inference(modules, precision="fp32", backend="auto", probe=None):
                    "bf16": _probe_seconds(probe, paths.of(modules, "bf16", fallbacks), "bf16")}
         measurements["probe_seconds"] = seconds
         chosen = min(seconds, key=seconds.get)
-    front_end = "matmul" if matmul_front_ends(modules) else None
-    if backend == "auto" and front_end is not None:
-        front_end, measurements["front_end_seconds"] = choose_front_end(
-            modules, chosen, conv_backend=paths.conv_kernel(chosen))
-    paths.front_ends[chosen] = front_end
+    front_end = paths.front_end(chosen) if matmul_front_ends(modules) else None
+    front_end_seconds = measurements.pop("front_end_seconds", {}).get(chosen)
+    if front_end_seconds:  # the chosen precision's (none without a front end to choose)
+        measurements["front_end_seconds"] = front_end_seconds
     fp32_layers = () if chosen == "fp32" else tuple(fallbacks)
     return CpuInferencePlan(chosen, paths.kernel(chosen), precision, backend, measurements,
                             front_end, fallbacks, check, paths, fp32_layers,
