@@ -147,9 +147,12 @@ def onednn_bf16_kernel(linear):
     >>> linear = torch.nn.Linear(64, 32)
     >>> inputs = torch.randn(10, 64)
     >>> expected = bf16_kernel(linear)(inputs).float()
-    >>> output = onednn_bf16_kernel(linear)(inputs)
-    >>> output.dtype, bool((output.float() - expected).norm() / expected.norm() < 0.01)
-    (torch.bfloat16, True)
+    >>> def agrees(output):
+    ...     return output.dtype == torch.bfloat16 and bool(
+    ...         (output.float() - expected).norm() / expected.norm() < 0.01)
+    >>> # oneDNN refuses bf16 on a CPU without AVX-512 or AVX-NE-CONVERT (``usable_backends``)
+    >>> "onednn_bf16" not in usable_backends("bf16") or agrees(onednn_bf16_kernel(linear)(inputs))
+    True
     """
     weight = linear.weight.detach().to(torch.bfloat16)
     packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
