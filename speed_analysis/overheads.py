@@ -98,6 +98,9 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device, c
         "hugging_face_fp32_times_s": hugging_face_times,
         "hugging_face_fp32_median_s": statistics.median(hugging_face_times),
         "precision": settings.cpu_precision if kind == "cpu" else settings.gpu_precision,
+        # what the tests ran: a reduced precision the check refused runs in fp32, and why
+        "ran_precision": greedy[-1]["precision"],
+        "fp32_fallbacks": greedy[-1].get("cpu_fp32_fallbacks", {}),
         "warmup_batches": settings.warmup_batches,
     }
     path_forward_times = [run["forward_time_s"] for run in greedy]
