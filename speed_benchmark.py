@@ -3,11 +3,11 @@
 
 Builds a real encoder architecture from its configuration (WavLM Large shape
 by default; random weights, nothing downloaded) and every variant from the
-recipe's own YAML files with command-line-style overrides and the strategies'
-own Brains (``speed_analysis.variants``, ``speed_analysis.brains``). Every
-variant is timed through its ``brain.infer_batch`` on the five tests' path, in
-one interleaved round-robin beside the machine's matmul limit, the CNN front
-end and downsamplers alone; on CPU also beside Hugging Face's own path, int8,
+recipe's own YAML files with command-line-style overrides and the YAMLs' own
+Brains (``SPEED_VARIANTS`` in ``ssl_ctc.experiments.registry``;
+``speed_analysis.brains``). Every variant is timed through its ``brain.infer_batch``
+on the five tests' path, in one interleaved round-robin beside the machine's matmul
+limit, the CNN front end and downsamplers alone; on CPU also beside Hugging Face's own path, int8,
 bf16 (where the CPU has bf16 instructions) and ONNX Runtime (fp32 and int8).
 Then the benchmark's inference path and the LM against bare forwards. The
 steps are ``speed_analysis.runner``'s.
@@ -41,10 +41,10 @@ from pathlib import Path
 import torch
 import transformers
 
+from speed_analysis.brains import VARIANTS
 from speed_analysis.random_encoders import ARCHITECTURES
 from speed_analysis.report import RESULTS_JSON, print_report
 from speed_analysis.runner import run
-from speed_analysis.variants import VARIANTS
 from ssl_ctc.cpu.allocator import CPU_ALLOCATORS
 from ssl_ctc.cpu.kernels import FP32_BACKENDS
 from ssl_ctc.recipe import check_device

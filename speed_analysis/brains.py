@@ -1,8 +1,9 @@
 """The speed script's setup: each variant's Brain built as its script would, on shared weights.
 
 A random encoder of the chosen shape is saved once; every variant's Brain comes
-from its recipe YAML with its overrides (``speed_analysis.variants``) and its
-strategy's own Brain; the CTC head is made to look trained (``sharpen_ctc_head``).
+from its recipe YAML with its overrides (``SPEED_VARIANTS`` in
+``ssl_ctc.experiments.registry``) and is the YAML's ``brain_class``; the CTC head is
+made to look trained (``sharpen_ctc_head``).
 
 Usage::
 
@@ -15,7 +16,6 @@ from pathlib import Path
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from early_exiting.brain import EarlyExitBrain
 from speed_analysis.random_encoders import (
     LARGE_SHAPE,
     TINY_SHAPE,
@@ -23,19 +23,14 @@ from speed_analysis.random_encoders import (
     share_weights,
 )
 from speed_analysis.synthetic_utterances import librispeech_like_durations, write_corpus
-from speed_analysis.variants import VARIANTS
+from ssl_ctc.benchmarking.grid import parse_overrides, yaml_value
 from ssl_ctc.benchmarking.settings import PAPER_TEST_BATCH_SIZE as BATCH_SIZE
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import make_test_loader
-from ssl_ctc.downsampling import DownsampledBrain
-from ssl_ctc.layer_removal import LayerRemovalBrain
+from ssl_ctc.experiments.registry import RECIPE, SPEED_VARIANTS
 
-HPARAMS = Path(__file__).resolve().parents[1] / "hparams"
-
-
-# The Brain each strategy script runs.
-BRAIN_CLASSES = {"downsampled_train.py": DownsampledBrain, "layer_removal.py": LayerRemovalBrain,
-                 "early_exiting.py": EarlyExitBrain}
+# The speed script's variants by name (``--variants``), baseline first.
+VARIANTS = {row.name: row for row in SPEED_VARIANTS}
 
 
 # Head posteriors like a trained CTC model's (see ``sharpen_ctc_head``).
@@ -51,6 +46,17 @@ QUICK_DURATION_SCALE = 0.2
 QUICK_OVERRIDES = {"dnn_neurons": 32}
 
 
+def variant_overrides(variant):
+    """A variant's overrides as YAML values, key -> value.
+
+    Example
+    -------
+    >>> variant_overrides(VARIANTS["EE18"])
+    {'exit_criterion': 'fixed', 'exit_layer': 18}
+    """
+    return {key: yaml_value(text) for key, text in parse_overrides(variant.arguments()).items()}
+
+
 def build_brain(variant, overrides, loaded_encoders):
     """Build a variant's Brain from its recipe YAML, as the recipe script would.
 
@@ -61,7 +67,7 @@ def build_brain(variant, overrides, loaded_encoders):
 
     Arguments
     ---------
-    variant : speed_analysis.variants.Variant
+    variant : ssl_ctc.experiments.registry.Row
         YAML and strategy overrides.
     overrides : dict
         Overrides common to every variant (data and output folders, ``ssl_hub``...).
@@ -73,8 +79,8 @@ def build_brain(variant, overrides, loaded_encoders):
     ssl_ctc.brain.SSLCTCBrain
         The variant's Brain on CPU, in eval mode, with its tokenizer.
     """
-    with open(HPARAMS / variant.hparams_file, encoding="utf-8") as yaml_file:
-        hparams = load_hyperpyyaml(yaml_file, {**overrides, **variant.overrides})
+    with open(Path(RECIPE) / variant.recipe[1], encoding="utf-8") as yaml_file:
+        hparams = load_hyperpyyaml(yaml_file, {**overrides, **variant_overrides(variant)})
     ssl = hparams["ssl"]
     depth = ssl.model.config.num_hidden_layers
     if depth not in loaded_encoders and loaded_encoders:
@@ -83,7 +89,7 @@ def build_brain(variant, overrides, loaded_encoders):
     ssl.model = model
     if "early_exit" in hparams["modules"]:  # its layer-by-layer runner holds the encoder too
         hparams["early_exit"].encoder.model = model
-    brain = BRAIN_CLASSES[variant.script](
+    brain = hparams["brain_class"](
         modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"}, checkpointer=None
     )
     brain.tokenizer = make_tokenizer()

@@ -13,12 +13,13 @@ Usage::
 """
 
 import statistics
+from pathlib import Path
 
 import torch
 
+from speed_analysis.brains import VARIANTS, variant_overrides
 from speed_analysis.reference_workloads import downsample_only
 from speed_analysis.report import ratio_gap
-from speed_analysis.variants import VARIANTS
 from ssl_ctc.benchmarking.measurement import TimedEntry
 from ssl_ctc.precision import autocast
 
@@ -193,8 +194,8 @@ def variant_rows(brains, macs, times, cpu_times):
         row = {
             "name": name,
             "recipe_name": tags["name"],
-            "hparams_file": VARIANTS[name].hparams_file,
-            "overrides": VARIANTS[name].overrides,
+            "hparams_file": str(Path(VARIANTS[name].recipe[1]).relative_to("hparams")),
+            "overrides": variant_overrides(VARIANTS[name]),
             "layers": tags["layers"],
             "factor": tags["factor"],
             "times_s": times[name],

@@ -16,10 +16,8 @@ from ssl_ctc.brain import SSLCTCBrain
 from ssl_ctc.ctc import upsample_ctc_frames
 from ssl_ctc.encoder import encoder_frame_lengths, sample_lengths_of
 from ssl_ctc.errors import ConfigurationError
+from ssl_ctc.experiments.registry import TECHNIQUE_ABBREVIATIONS
 from ssl_ctc.inference.hparams_yaml import partial_yaml
-
-# Row names of the paper's table: SD2, AV3, CL4...
-TECHNIQUE_ABBREVIATIONS = {"signal_downsampling": "SD", "averaging": "AV", "convolutional": "CL"}
 
 
 def build_downsampler(techniques, technique, factor):
@@ -176,7 +174,8 @@ class DownsampledBrain(SSLCTCBrain):
     class); this Brain runs it before the SSL encoder, emits
     ``ctc_upsampling_factor`` CTC frames per encoder frame, and names the row of the
     paper's table (``SD2``, ``AV3``, ``CL4``; ``No downsampling`` for factor 1). A
-    new technique is a class in the YAML plus its abbreviation here.
+    new technique is a class in the YAML plus its abbreviation in
+    ``ssl_ctc.experiments.registry.TECHNIQUE_ABBREVIATIONS``.
     """
 
     technique_abbreviations = TECHNIQUE_ABBREVIATIONS

@@ -208,8 +208,8 @@ def run_recipe(brain_class, argv=None, benchmark=None):
 
     Arguments
     ---------
-    brain_class : type
-        ``SSLCTCBrain`` or a subclass.
+    brain_class : type or None
+        ``SSLCTCBrain`` or a subclass; None runs the YAML's ``brain_class``.
     argv : list of str, optional
         Command line (defaults to ``sys.argv[1:]``).
     benchmark : callable, optional
@@ -225,6 +225,7 @@ def run_recipe(brain_class, argv=None, benchmark=None):
     hparams_file, run_opts, overrides, hparams = load_recipe_hparams(
         sys.argv[1:] if argv is None else argv
     )
+    brain_class = brain_class or hparams["brain_class"]
     check_brain_class(brain_class, hparams, hparams_file)
     distillation = check_distillation(hparams)  # the teacher, before anything is written
     if not hparams["skip_prep"]:  # a wrong data_folder is named before its missing LM file

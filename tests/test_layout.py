@@ -1,6 +1,8 @@
-"""The library's layout: data flows one way (nothing in the library imports a script)."""
+"""The library's layout: data flows one way (nothing in the library imports a script, no
+script imports another), and every row the recipe runs is defined once, in the registry."""
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,96 @@ def test_the_check_sees_an_upward_import(tmp_path):
 def test_data_preparation_is_a_leaf():
     ours = set(LIBRARY) | ABOVE_THE_LIBRARY
     assert not set(imported_modules(REPO / f"{DATA_PREPARATION}.py")) & ours
+
+
+# Scripts: the programs at the top level and in tools/ (a module with a ``__main__`` block).
+# They import the library, the speed analysis and benchmark.py (the five tests), or a helper
+# module of tools/ (no ``__main__``), never another script.
+SCRIPTS = sorted(path for path in [*REPO.glob("*.py"), *(REPO / "tools").glob("*.py")]
+                 if 'if __name__ == "__main__":' in path.read_text())
+IMPORTABLE_BY_SCRIPTS = {*LIBRARY, DATA_PREPARATION, "speed_analysis", "benchmark"}
+NOT_IMPORTABLE_BY_SCRIPTS = ({path.stem for path in SCRIPTS} | {"tools", "tests"}) - (
+    IMPORTABLE_BY_SCRIPTS)
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda path: str(path.relative_to(REPO)))
+def test_no_script_imports_another_script(path):
+    scripts = sorted(set(imported_modules(path)) & NOT_IMPORTABLE_BY_SCRIPTS)
+    assert not scripts, (f"{path.relative_to(REPO)} imports the scripts {scripts}: move what "
+                         "they share into the library (the registry: ssl_ctc/experiments/)")
+
+
+def test_the_check_sees_a_script_importing_a_script(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text("from tools.run_demo import x\nimport reproduce_paper\nimport benchmark\n")
+    assert set(imported_modules(module)) & NOT_IMPORTABLE_BY_SCRIPTS == {"tools",
+                                                                          "reproduce_paper"}
+
+
+REGISTRY = REPO / "ssl_ctc" / "experiments" / "registry.py"
+# What runs rows: none of them writes a row or a strategy's override.
+ROW_USERS = [REPO / "reproduce_paper.py", REPO / "speed_benchmark.py",
+             *(REPO / "tools" / f"{name}.py" for name in ("run_demo", "gpu_check",
+                                                          "run_distillation_demo")),
+             *sorted((REPO / "speed_analysis").glob("*.py")),
+             *sorted((REPO / "ssl_ctc" / "benchmarking").glob("*.py")),
+             *sorted((REPO / "ssl_ctc" / "experiments").glob("*.py"))]
+STRATEGY_OVERRIDES = ("--downsampling_", "--considered_layers", "--exit_", "--ctc_upsampling")
+
+
+def code_strings(path):
+    """The string constants of ``path`` that are not docstrings."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+            and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+@pytest.mark.parametrize("path", [path for path in ROW_USERS if path != REGISTRY],
+                         ids=lambda path: str(path.relative_to(REPO)))
+def test_rows_are_written_in_the_registry_only(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    built = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Row"]
+    assert not built, f"{path.relative_to(REPO)} builds rows (lines {built}): add them there"
+    overrides = [text for text in code_strings(path) if text.startswith(STRATEGY_OVERRIDES)]
+    assert not overrides, f"{path.relative_to(REPO)} writes overrides of a row: {overrides}"
+
+
+def load_script(relative_path):
+    """A script of the recipe as a module (its ``__main__`` block not run)."""
+    name = relative_path.replace("/", "_").removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, REPO / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_runner_takes_its_rows_from_the_registry():
+    """The grids, the demo, the speed script's variants, the GPU check and the distillation
+    demo run the registry's rows, by name, with the registry's embedded overrides."""
+    from speed_analysis import brains
+    from ssl_ctc.experiments import registry
+
+    reproduce_paper = load_script("reproduce_paper.py")
+    assert reproduce_paper.GRID is registry.GRID
+    assert reproduce_paper.EMBEDDED_GRID is registry.EMBEDDED_GRID
+    assert reproduce_paper.EMBEDDED_OVERRIDES is registry.EMBEDDED_OVERRIDES
+    run_demo = load_script("tools/run_demo.py")
+    assert run_demo.DEMO_PARTS is registry.DEMO_PARTS
+    for names in registry.DEMO_PARTS.values():
+        assert registry.rows_named(registry.EMBEDDED_GRID, names)  # KeyError if one is not
+    assert list(brains.VARIANTS.values()) == list(registry.SPEED_VARIANTS)
+    gpu_check = load_script("tools/gpu_check.py")
+    assert list(gpu_check.VARIANTS.values()) == list(registry.GPU_CHECK)
+    distillation_demo = load_script("tools/run_distillation_demo.py")
+    assert list(distillation_demo.ROWS.values()) == list(registry.DISTILLATION_STUDENTS)
+    assert distillation_demo.EMBEDDED_OVERRIDES is registry.EMBEDDED_OVERRIDES
+    assert registry.BASELINE in registry.rows_named(registry.EMBEDDED_GRID,
+                                                    registry.DEMO_PARTS["downsampling"])
+    for rows in (registry.GRID, registry.EMBEDDED_GRID, registry.SPEED_VARIANTS,
+                 registry.GPU_CHECK, registry.DISTILLATION_STUDENTS):
+        assert len({row.name for row in rows}) == len(rows)
+        assert all((REPO / path).is_file() for row in rows for path in row.recipe)

@@ -14,7 +14,17 @@ from conftest import EMBEDDED_CORPUS
 
 import reproduce_paper
 from ssl_ctc.benchmarking import grid, paper
-from ssl_ctc.benchmarking.grid import DOWNSAMPLING, GRID, Row
+from ssl_ctc.benchmarking.grid import parse_overrides
+from ssl_ctc.experiments import driver, registry
+from ssl_ctc.experiments.registry import (
+    DEMO_PARTS,
+    DOWNSAMPLING,
+    EMBEDDED_GRID,
+    EMBEDDED_OVERRIDES,
+    GRID,
+    Row,
+    rows_named,
+)
 
 SD2 = "--downsampling_technique signal_downsampling --downsampling_factor 2"
 TWO_ROWS = (Row("baseline", "baseline", DOWNSAMPLING, "--downsampling_factor 1"),
@@ -141,14 +151,34 @@ def test_teacher_distils_every_row_from_the_baseline_or_a_folder(tmp_path, capsy
 
 
 def test_embedded_grid_rows():
-    names = [row.name for row in grid.EMBEDDED_GRID]
+    names = [row.name for row in EMBEDDED_GRID]
     assert names[-6:] == ["4L", "3L", "2L", "1L", "EE-entropy", "EE-similarity"]
     assert [row.name for row in grid.select_rows(GRID, "early_exit,baseline")] == [
         "baseline", "EE-entropy", "EE-similarity"]
 
 
+def test_the_demo_runs_its_earlier_commands_through_the_driver(tmp_path):
+    """``make demo``'s rows, planned by the driver, pass the very overrides of its earlier
+    commands (``EMBEDDED_OVERRIDES``, then the row's own), so its numbers stay the same."""
+    earlier = {"baseline": ["--downsampling_factor", "1"],
+               "SD2": ["--downsampling_technique", "signal_downsampling",
+                       "--downsampling_factor", "2"],
+               "CL3": ["--downsampling_technique", "convolutional", "--downsampling_factor", "3"],
+               "4L": ["--considered_layers", "4"], "2L": ["--considered_layers", "2"]}
+    rows = rows_named(EMBEDDED_GRID, [name for part in DEMO_PARTS.values() for name in part])
+    planned, _ = driver.plan(rows, rows, tmp_path, parse_overrides(EMBEDDED_OVERRIDES))
+    for item in planned:
+        if item.row.name in earlier:
+            assert item.overrides == parse_overrides(
+                ["--output_folder", str(tmp_path / item.row.name), *EMBEDDED_OVERRIDES,
+                 *earlier[item.row.name]])
+    assert "--benchmark_timed_passes" in EMBEDDED_OVERRIDES
+    assert planned[-1].configurations == [("entropy", t) for t in (0.2, 0.05, 0.1, 0.4, 0.8)]
+    assert not list(tmp_path.iterdir())  # planning writes nothing
+
+
 def test_driver_doctests():
-    for module in (reproduce_paper, grid):
+    for module in (reproduce_paper, grid, driver, registry):
         assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
 
 

@@ -16,9 +16,10 @@ from early_exiting.brain import EarlyExitBrain
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.downsampling import DownsampledBrain
 from ssl_ctc.encoder import load_ssl_encoder
+from ssl_ctc.experiments.registry import TECHNIQUE_ABBREVIATIONS
 from ssl_ctc.layer_removal import LayerRemovalBrain
 
-TECHNIQUES = ["signal_downsampling", "averaging", "convolutional"]
+TECHNIQUES = list(TECHNIQUE_ABBREVIATIONS)
 
 
 def load_yaml(path, overrides):

@@ -34,25 +34,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from benchmark import benchmark_experiment  # noqa: E402
-from early_exiting.brain import EarlyExitBrain  # noqa: E402
 from librispeech_prepare import copy_first_utterances  # noqa: E402
 from speed_analysis.random_encoders import LARGE_SHAPE, TINY_SHAPE, save_random_encoder  # noqa: E402
-from ssl_ctc.downsampling import DownsampledBrain  # noqa: E402
-from ssl_ctc.layer_removal import LayerRemovalBrain  # noqa: E402
+from ssl_ctc.experiments.registry import GPU_CHECK  # noqa: E402
 from ssl_ctc.recipe import run_recipe  # noqa: E402
 
 EMBEDDED = REPO / "embedded" / "LibriSpeech"
 UTTERANCES = {"train-clean-100": 4, "dev-clean": 2, "test-clean": 8}
-# variant -> (YAML, Brain, overrides for its strategy); 18 layers and exit 18 assume 24 layers
-VARIANTS = {
-    "baseline": ("downsampling.yaml", DownsampledBrain, ["--downsampling_factor", "1"]),
-    "SD2": ("downsampling.yaml", DownsampledBrain, ["--downsampling_factor", "2"]),
-    "CL3": ("downsampling.yaml", DownsampledBrain,
-            ["--downsampling_technique", "convolutional", "--downsampling_factor", "3"]),
-    "18L": ("layer_removal.yaml", LayerRemovalBrain, ["--considered_layers", "18"]),
-    "EE": ("early_exiting/early_exits.yaml", EarlyExitBrain,
-           ["--exit_layers=[12, 18, 24]", "--exit_threshold", "0.5"]),
-}
+# The checked rows by name (ssl_ctc.experiments.registry); each runs its YAML's brain_class.
+VARIANTS = {row.name: row for row in GPU_CHECK}
 # Greedy log-probabilities of the same fp32 model on GPU and CPU: both accumulate in fp32,
 # in different orders, through 24 layers; with TF32 off that moves log-probs by ~1e-5 on a
 # random model. 1e-3 leaves margin and still catches a wrong kernel, mask or precision.
@@ -90,18 +80,18 @@ class Checks:
 
 
 def recipe_argv(variant, corpus, encoder, output_folder, device, *extra):
-    yaml_name, _, overrides = VARIANTS[variant]
-    return [str(REPO / "hparams" / yaml_name), "--data_folder", str(corpus),
+    row = VARIANTS[variant]
+    return [str(REPO / row.recipe[1]), "--data_folder", str(corpus),
             "--ssl_hub", str(encoder), "--output_folder", str(output_folder),
             "--test_splits=[test-clean]", "--device", device, "--debug", "--debug_batches", "2",
             "--batch_size", "2", "--num_workers", "0", "--lm_beam_width", "8",
             "--lm_decode_workers", "1", "--benchmark_mac_batches", "1",
-            "--benchmark_warmup_batches", "1", *overrides, *extra]
+            "--benchmark_warmup_batches", "1", *row.arguments(), *extra]
 
 
 def train_and_benchmark(variant, corpus, encoder, folder, device):
     """Two fp32 debug batches, then the five tests; the timed tests on ``device`` must be ok."""
-    brain = run_recipe(VARIANTS[variant][1],
+    brain = run_recipe(None,
                        recipe_argv(variant, corpus, encoder, folder, device),
                        benchmark=benchmark_experiment)
     kind = "gpu" if device.startswith("cuda") else "cpu"
@@ -124,7 +114,7 @@ def train_and_benchmark(variant, corpus, encoder, folder, device):
 
 def train_in_precision(variant, corpus, encoder, folder, device, precision):
     """Two debug training batches with ``--precision``; the benchmark on the device only."""
-    run_recipe(VARIANTS[variant][1], recipe_argv(
+    run_recipe(None, recipe_argv(
         variant, corpus, encoder, folder, device, "--precision", precision,
         "--benchmark_devices", f"[{device}]", "--lm_path", "null"), benchmark=benchmark_experiment)
 
@@ -133,7 +123,7 @@ def gpu_and_cpu_agree(variant, corpus, encoder, folder, device):
     """The fp32 model's greedy log-probs on the GPU and the CPU, on one padded batch."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    brain = run_recipe(VARIANTS[variant][1], recipe_argv(
+    brain = run_recipe(None, recipe_argv(
         variant, corpus, encoder, folder, device, "--test_only", "--benchmark_devices=[cpu]",
         "--lm_path", "null"), benchmark=benchmark_experiment)
     generator = torch.Generator().manual_seed(0)
@@ -158,7 +148,7 @@ def gpu_and_cpu_agree(variant, corpus, encoder, folder, device):
 def reload_on_cpu(variant, corpus, encoder, folder):
     """The checkpoint the device run wrote, tested again on the CPU (``--test_only``)."""
     records_before = len(json.loads((folder / "benchmark.json").read_text()))
-    run_recipe(VARIANTS[variant][1], recipe_argv(
+    run_recipe(None, recipe_argv(
         variant, corpus, encoder, folder, "cpu", "--test_only", "--benchmark_devices=[cpu]",
         "--lm_path", "null"), benchmark=benchmark_experiment)
     records = json.loads((folder / "benchmark.json").read_text())

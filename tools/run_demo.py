@@ -1,14 +1,18 @@
 """Run the recipe on the embedded default: fine-tune, benchmark and summarise on 2 CPU cores.
 
 The embedded default is the synthetic corpus, the seed encoder and the ARPA LM
-under ``embedded/`` (see ``embedded/README.md``). Each variant is a plain run of
-a strategy script with command-line overrides, written to its own folder under
-the output root; ``benchmark.py summarize`` then gathers the table and plots.
+under ``embedded/`` (see ``embedded/README.md``). Each part is rows of the embedded
+grid (``DEMO_PARTS`` in ``ssl_ctc/experiments/registry.py``) run with the demo's
+overrides (``EMBEDDED_OVERRIDES``) by the driver of ``reproduce_paper.py --embedded``
+(``ssl_ctc.experiments.driver``): a plain run of a strategy script per row, into its
+own folder under the output root (its log in ``<output_root>/logs/<row>.log``), a
+finished row kept; ``benchmark.py summarize`` then gathers the table and plots, and
+the demo prints its overview.
 
 Usage::
 
     python tools/run_demo.py                          # baseline, SD2, CL3 (make demo)
-    python tools/run_demo.py --part layer_removal     # layer_removal.sh over 4 and 2 layers
+    python tools/run_demo.py --part layer_removal     # the encoder cut to 4 and 2 layers
     python tools/run_demo.py --part early_exit        # early exits + a threshold sweep
 
 Authors
@@ -18,83 +22,22 @@ Authors
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from speed_analysis.variants import VARIANTS  # noqa: E402
-
-# Overrides that adapt the paper's setup to the tiny seed encoder and 2 CPU cores. What differs
-# from the paper (hparams/downsampling.yaml): 8 epochs instead of 15 (the paper: 10-25), batches
-# of 8 (6), a 256-unit head block (1024), the head on Adam at 2e-3 instead of Adadelta at 0.9,
-# and the encoder on Adam at 5e-5 instead of 1e-4; NewBob annealing on the validation loss as
-# in the paper. (The head's first epoch runs at Adam's default 1e-3: replacing model_opt_class
-# drops the YAML's lr argument, and NewBob sets --lr only from the second epoch on.)
-EMBEDDED_OVERRIDES = [
-    "--data_folder", os.path.join(REPO, "embedded", "LibriSpeech"),
-    "--ssl_hub", os.path.join(REPO, "embedded", "seed_wavlm"),
-    "--test_splits=[test-clean]",
-    "--number_of_epochs", "8",
-    "--batch_size", "8",
-    "--dnn_neurons", "256",
-    # The seed encoder was pre-trained (supervised CTC) on 184 voices; fine-tuning it faster
-    # on train-clean-100's 12 voices overfits them (at 5e-4 the validation loss stopped
-    # falling after epoch 4 while the training loss fell from 0.18 to 0.07), while a fresh head
-    # needs a high rate to leave CTC's blank plateau within the first epochs: the paper's
-    # Adadelta at 0.9 stays on blanks for many epochs.
-    "--lr_ssl", "0.00005",
-    "--model_opt_class=!name:torch.optim.Adam",
-    "--lr", "0.002",
-    "--benchmark_cpu_threads", "2",
-    "--lm_beam_width", "32",
-    # a 0.3 s test is one noisy sample: the median of 3 timed passes
-    "--benchmark_timed_passes", "3",
-]
-
-# The paper's variants that ``make demo`` fine-tunes (names and overrides: speed_analysis.variants).
-DOWNSAMPLING_VARIANTS = ("baseline", "SD2", "CL3")
-
-
-def run(command):
-    """Run a command from the repository root, streaming its output; stop on failure."""
-    print("+ " + " ".join(command), flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
-
-
-def run_downsampling(output_root):
-    """Fine-tune and benchmark the baseline, SD2 and CL3."""
-    for name in DOWNSAMPLING_VARIANTS:
-        variant = VARIANTS[name]
-        run([sys.executable, variant.script, variant.hparams_path,
-             "--output_folder", os.path.join(output_root, name), *EMBEDDED_OVERRIDES,
-             *variant.command_line()])
-
-
-def run_layer_removal(output_root):
-    """The layer-removal sweep over the seed encoder's depths."""
-    environment = {**os.environ, "LAYERS": "4 2", "OUTPUT_ROOT": output_root,
-                   "PYTHON": sys.executable}
-    command = ["bash", "layer_removal.sh", *EMBEDDED_OVERRIDES]
-    print("+ " + " ".join(command), flush=True)
-    subprocess.run(command, cwd=REPO, check=True, env=environment)
-
-
-def run_early_exit(output_root):
-    """Early exits on every layer of the seed encoder, then a threshold sweep."""
-    run([sys.executable, "early_exiting.py", "hparams/early_exiting/early_exits.yaml",
-         "--output_folder", os.path.join(output_root, "early_exit"), *EMBEDDED_OVERRIDES,
-         "--exit_layers=[1, 2, 3, 4]", "--exit_threshold", "0.2",
-         "--exit_threshold_sweep=[0.05, 0.4, 0.8]"])
-
-
-PARTS = {
-    "downsampling": run_downsampling,
-    "layer_removal": run_layer_removal,
-    "early_exit": run_early_exit,
-}
+from librispeech_prepare import DataPreparationError  # noqa: E402
+from ssl_ctc.benchmarking.grid import GridError, parse_overrides  # noqa: E402
+from ssl_ctc.experiments import driver  # noqa: E402
+from ssl_ctc.experiments.registry import (  # noqa: E402
+    DEMO_PARTS,
+    EMBEDDED_GRID,
+    EMBEDDED_OVERRIDES,
+    rows_named,
+)
 
 
 def print_overview(output_root):
@@ -125,19 +68,27 @@ def print_overview(output_root):
 
 
 def main():
-    """Parse arguments, run the chosen parts, print the overview and the summary."""
+    """Parse arguments, run the chosen parts, print the summary and the overview."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=sorted(PARTS), action="append",
-                        help="what to run (repeatable; default: downsampling)")
+    parser.add_argument("--part", choices=sorted(DEMO_PARTS), action="append",
+                        help=f"what to run (repeatable; default: {next(iter(DEMO_PARTS))})")
     parser.add_argument("--output_root", default=os.path.join(REPO, "results", "demo"))
     arguments = parser.parse_args()
     start = time.time()
-    for part in arguments.part or ["downsampling"]:
-        PARTS[part](arguments.output_root)
-    run([sys.executable, "benchmark.py", "summarize", arguments.output_root])
-    print_overview(arguments.output_root)
-    print(f"demo finished in {time.time() - start:.0f} s; results in {arguments.output_root}")
+    names = [name for part in arguments.part or [next(iter(DEMO_PARTS))]
+             for name in DEMO_PARTS[part]]
+    rows = rows_named(EMBEDDED_GRID, dict.fromkeys(names))
+    output_root = Path(arguments.output_root).absolute()
+    try:
+        planned, plans = driver.plan(rows, rows, output_root, parse_overrides(EMBEDDED_OVERRIDES),
+                                     program="run_demo")
+    except (GridError, DataPreparationError) as error:
+        parser.error(str(error))
+    status = driver.run(planned, plans, output_root, "run_demo", paper_comparison=False)
+    print_overview(output_root)
+    print(f"demo finished in {time.time() - start:.0f} s; results in {output_root}")
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,14 +1,14 @@
 """Distillation on the embedded default: each fast variant fine-tuned plain and with a teacher.
 
-The teacher is the demo baseline (``tools/run_demo.py``'s overrides, trained once); each
-student row (SD2, CL3, SD4, the encoder cut to 2 layers, early exit, and SD2, CL3 and SD4
-with the CTC upsampling that gives them the teacher's frame rate) is then fine-tuned twice
-with the same seed and epochs, plain and with ``--teacher``, into
-``<output_root>/<row>/{plain,kd}`` (with ``--no_cache_run``, SD2 also without the posterior
-cache, ``kd_nocache``: the teacher runs on every batch). It prints the table (WER, CER,
-WER-LM on test-clean, MACs, training time), the training-time overhead, and how well the
-teacher's posteriors survive the alignment to each student's frame rate. A folder that
-already holds its results is kept.
+The teacher is the demo baseline (the demo's overrides, ``EMBEDDED_OVERRIDES``, trained once);
+each student row (``DISTILLATION_STUDENTS`` in ``ssl_ctc/experiments/registry.py``: SD2, CL3,
+SD4, the encoder cut to 2 layers, early exit, and SD2, CL3 and SD4 with the CTC upsampling
+that gives them the teacher's frame rate) is then fine-tuned twice with the same seed and
+epochs, plain and with ``--teacher``, into ``<output_root>/<row>/{plain,kd}`` (with
+``--no_cache_run``, SD2 also without the posterior cache, ``kd_nocache``: the teacher runs on
+every batch). It prints the table (WER, CER, WER-LM on test-clean, MACs, training time), the
+training-time overhead, and how well the teacher's posteriors survive the alignment to each
+student's frame rate. A folder that already holds its results is kept.
 
 Usage::
 
@@ -35,30 +35,18 @@ sys.path.insert(0, REPO)
 import torch  # noqa: E402
 from speechbrain.utils.metric_stats import ErrorRateStats  # noqa: E402
 
-from speed_analysis.variants import VARIANTS  # noqa: E402
 from ssl_ctc.ctc import greedy_decode, make_tokenizer  # noqa: E402
 from ssl_ctc.distillation import CACHE_FILE, load_cache  # noqa: E402
 from ssl_ctc.distillation_checks import TEACHER_RECORD  # noqa: E402
 from ssl_ctc.distillation_loss import frame_overlap_fractions, span_log_posteriors  # noqa: E402
-from tools.run_demo import EMBEDDED_OVERRIDES  # noqa: E402
+from ssl_ctc.experiments.registry import (  # noqa: E402
+    BASELINE,
+    DISTILLATION_STUDENTS,
+    EMBEDDED_OVERRIDES,
+)
 
-DOWNSAMPLING = ("downsampled_train.py", "hparams/downsampling.yaml")
-# Student rows: strategy script, YAML, overrides (the teacher is VARIANTS["baseline"]).
-ROWS = {
-    "SD2": (*DOWNSAMPLING, VARIANTS["SD2"].command_line()),
-    "CL3": (*DOWNSAMPLING, VARIANTS["CL3"].command_line()),
-    "SD4": (*DOWNSAMPLING, ["--downsampling_technique", "signal_downsampling",
-                            "--downsampling_factor", "4"]),
-    "2L": ("layer_removal.py", "hparams/layer_removal.yaml",
-           ["--considered_layers", "2", "--downsampling_factor", "1"]),
-    "EE": ("early_exiting.py", "hparams/early_exiting/early_exits.yaml",
-           ["--exit_layers=[1, 2, 3, 4]", "--exit_threshold", "0.2", "--exit_threshold_sweep=[]"]),
-    # The downsampled rows with as many CTC frames per encoder frame as give the teacher's rate
-    "SD2-CTCx2": (*DOWNSAMPLING, [*VARIANTS["SD2"].command_line(), "--ctc_upsampling_factor", "2"]),
-    "CL3-CTCx3": (*DOWNSAMPLING, [*VARIANTS["CL3"].command_line(), "--ctc_upsampling_factor", "3"]),
-    "SD4-CTCx4": (*DOWNSAMPLING, ["--downsampling_technique", "signal_downsampling",
-                                  "--downsampling_factor", "4", "--ctc_upsampling_factor", "4"]),
-}
+# Student rows by name (the teacher is the demo's baseline, BASELINE).
+ROWS = {row.name: row for row in DISTILLATION_STUDENTS}
 # The YAMLs' defaults, spelled out (chosen on this demo: w 0.25, T 1 against 0.5 / 2 and 0.1 / 2).
 DISTILLATION = ["--distillation_weight", "0.25", "--distillation_temperature", "1"]
 # The row whose distilled run is repeated without the cache (the teacher's cost per batch).
@@ -168,13 +156,12 @@ def main():
     start = time.time()
     root = arguments.output_root
     teacher = os.path.join(root, "teacher")
-    baseline = VARIANTS["baseline"]
-    train(baseline.script, baseline.hparams_path, teacher,
-          [*EMBEDDED_OVERRIDES, *baseline.command_line()])
+    train(*BASELINE.recipe, teacher, [*EMBEDDED_OVERRIDES, *BASELINE.arguments()])
     student_overrides = with_epochs(EMBEDDED_OVERRIDES, arguments.epochs)
     runs = []
     for row in arguments.rows:
-        script, hparams, overrides = ROWS[row]
+        script, hparams = ROWS[row].recipe
+        overrides = ROWS[row].arguments()
         kd = [*overrides, "--teacher", teacher, *DISTILLATION]
         plans = [("plain", overrides), ("kd", kd)]
         if row == NO_CACHE_ROW and arguments.no_cache_run:

@@ -1,10 +1,9 @@
-"""The paper's grid as data: its rows, their selection, and what a finished row's folder holds.
+"""A grid of rows: their selection, and what a finished row's folder holds.
 
-Each row of Zaiem et al. 2023 is a strategy script run with some overrides into
-``<output_root>/<row>``; ``reproduce_paper.py`` runs them. Here: the rows (``GRID``, and
-``EMBEDDED_GRID`` for the embedded default), ``--only`` selection, the recipe's override
-syntax, the check that a folder was made with the same configuration, and the results a
-finished row must hold. The scripts are named by path only (nothing is imported from them).
+Each row (``ssl_ctc.experiments.registry``) is a strategy script run with some overrides
+into ``<output_root>/<row>``; ``ssl_ctc.experiments.driver`` runs them. Here: ``--only``
+selection, the recipe's override syntax, the check that a folder was made with the same
+configuration, and the results a finished row must hold.
 
 Usage::
 
@@ -12,95 +11,13 @@ Usage::
     missing = missing_results(records, ["test-clean"], ["cpu_greedy", "macs"], [(None, None)])
 """
 
-import dataclasses
 import math
 import os
 
 import ruamel.yaml
 
+from ssl_ctc.experiments.registry import GROUP_ALIASES
 from ssl_ctc.names import CPU_TESTS, GPU_TESTS
-
-# (strategy script, YAML), relative to the recipe folder
-DOWNSAMPLING = ("downsampled_train.py", "hparams/downsampling.yaml")  # = sig_down8000.yaml
-LAYER_REMOVAL = ("layer_removal.py", "hparams/layer_removal.yaml")
-EARLY_EXIT = ("early_exiting.py", "hparams/early_exiting/early_exits.yaml")
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One row of the grid: a strategy script run into ``<output_root>/<name>``.
-
-    ``overrides`` is a shell-quoted string; ``{output_root}`` in it is replaced by the
-    output root. ``needs`` names the row whose trained model this one tests.
-    """
-
-    name: str
-    group: str
-    recipe: tuple
-    overrides: str
-    needs: str | None = None
-
-
-# The paper's grid. Epochs: the authors' where docs/paper.md lists them (SD2 15, AV2 10,
-# SD3 10, CL2 12, CL4 25, AV4 25, layer removal 10, early exit 20), else the YAML's 15.
-# Early exit trains once (EE-entropy); EE-similarity tests its checkpoints (--test_only,
-# same save folder) with the other criterion. Thresholds: the paper's sweeps (entropy
-# 0.01-0.10 nats, the authors' 0.10; cosine similarity 0.90-0.99, the authors' 0.95).
-EE_TRAINED = "--save_folder {output_root}/EE-entropy/save"
-# The paper's downsampling techniques by the prefix of their rows' names (SD2, AV3, CL4).
-TECHNIQUES = {"CL": "convolutional", "AV": "averaging", "SD": "signal_downsampling"}
-
-
-def downsampling_overrides(name):
-    """The recipe overrides of a downsampling row of the paper named like ``SD2`` or ``CL3``.
-
-    Example
-    -------
-    >>> downsampling_overrides("CL3")
-    {'downsampling_technique': 'convolutional', 'downsampling_factor': 3}
-    """
-    return {"downsampling_technique": TECHNIQUES[name[:2]], "downsampling_factor": int(name[2:])}
-
-
-def _downsampling_row(name, epochs=None):
-    """A row of the grid for ``downsampling_overrides(name)``, with the authors' epochs."""
-    overrides = " ".join(f"--{key} {value}" for key, value in downsampling_overrides(name).items())
-    epochs = "" if epochs is None else f" --number_of_epochs {epochs}"
-    return Row(name, name[:2], DOWNSAMPLING, overrides + epochs)
-
-
-GRID = (
-    Row("baseline", "baseline", DOWNSAMPLING, "--downsampling_factor 1"),
-    *(_downsampling_row(name, epochs) for name, epochs in (
-        ("CL2", 12), ("CL3", None), ("CL4", 25), ("AV2", 10), ("AV3", None), ("AV4", 25),
-        ("SD2", 15), ("SD3", 10), ("SD4", None))),
-    *(Row(f"{layers}L", "layer_removal", LAYER_REMOVAL,
-          f"--considered_layers {layers} --number_of_epochs 10") for layers in range(24, 11, -2)),
-    Row("EE-entropy", "early_exit", EARLY_EXIT,
-        "--exit_criterion entropy --exit_threshold 0.1 "
-        "'--exit_threshold_sweep=[0.01, 0.02, 0.05, 0.1]' --number_of_epochs 20"),
-    Row("EE-similarity", "early_exit", EARLY_EXIT,
-        "--test_only --exit_criterion similarity --exit_threshold 0.95 "
-        f"'--exit_threshold_sweep=[0.9, 0.93, 0.95, 0.97, 0.99]' {EE_TRAINED}",
-        needs="EE-entropy"),
-)
-
-# The embedded grid: the same downsampling rows; the 4-layer seed encoder's depths; exits
-# on its 4 layers, with thresholds that reach its early layers (its entropies are higher
-# than WavLM Large's after a short training).
-EMBEDDED_GRID = tuple(row for row in GRID if row.group not in ("layer_removal", "early_exit")) + (
-    *(Row(f"{layers}L", "layer_removal", LAYER_REMOVAL, f"--considered_layers {layers}")
-      for layers in range(4, 0, -1)),
-    Row("EE-entropy", "early_exit", EARLY_EXIT,
-        "'--exit_layers=[1, 2, 3, 4]' --exit_criterion entropy --exit_threshold 0.2 "
-        "'--exit_threshold_sweep=[0.05, 0.1, 0.4, 0.8]'"),
-    Row("EE-similarity", "early_exit", EARLY_EXIT,
-        "--test_only '--exit_layers=[1, 2, 3, 4]' --exit_criterion similarity "
-        f"--exit_threshold 0.95 '--exit_threshold_sweep=[0.9, 0.99]' {EE_TRAINED}",
-        needs="EE-entropy"),
-)
-# Groups that gather other groups.
-GROUP_ALIASES = {"downsampling": ("baseline", "CL", "AV", "SD")}
 
 # Keys whose value differs between runs of the same row without changing its configuration.
 NOT_COMPARED = ("output_folder",)
@@ -117,7 +34,7 @@ def select_rows(grid, only=None):
 
     Arguments
     ---------
-    grid : sequence of Row
+    grid : sequence of ssl_ctc.experiments.registry.Row
     only : str, optional
         E.g. ``"SD,18L"``; None selects every row.
 
@@ -127,6 +44,7 @@ def select_rows(grid, only=None):
 
     Example
     -------
+    >>> from ssl_ctc.experiments.registry import GRID
     >>> [row.name for row in select_rows(GRID, "sd,18L")]
     ['SD2', 'SD3', 'SD4', '18L']
     >>> select_rows(GRID, "SD5")

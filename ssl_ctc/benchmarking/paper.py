@@ -20,8 +20,8 @@ Usage::
 import json
 from pathlib import Path
 
-from ssl_ctc.benchmarking.grid import TECHNIQUES
 from ssl_ctc.benchmarking.summary import MISSING, SUMMARY_COLUMNS, summary_rows
+from ssl_ctc.experiments.registry import technique_of
 from ssl_ctc.files import write_atomically
 from ssl_ctc.names import DISTILLED_NAME_SUFFIX
 
@@ -206,7 +206,7 @@ def _strategy(paper_row, row):
         return "baseline" if row["baseline"] else row.get("strategy") or ""
     if paper_row["factor"] == 1:
         return "baseline"
-    return TECHNIQUES.get(paper_row["name"][:2], "")
+    return technique_of(paper_row["name"]) or ""
 
 
 def _format_number(value):
