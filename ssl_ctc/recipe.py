@@ -29,8 +29,8 @@ from ssl_ctc.cpu.allocator import use_allocator
 from ssl_ctc.cpu.machine import available_cpu_cores
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import MERGED_TRAIN_CSV, count_ctc_shortfalls, dataio_prepare
-from ssl_ctc.distillation import Distiller
-from ssl_ctc.distillation_checks import check_distillation
+from ssl_ctc.distillation.checks import check_distillation
+from ssl_ctc.distillation.teacher import Distiller
 from ssl_ctc.errors import ConfigurationError
 from ssl_ctc.inference.writer import write_inference_folder
 

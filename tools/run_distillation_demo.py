@@ -37,9 +37,9 @@ from speechbrain.utils.metric_stats import ErrorRateStats  # noqa: E402
 
 from speed_analysis.variants import VARIANTS  # noqa: E402
 from ssl_ctc.ctc import greedy_decode, make_tokenizer  # noqa: E402
-from ssl_ctc.distillation import CACHE_FILE, load_cache  # noqa: E402
-from ssl_ctc.distillation_checks import TEACHER_RECORD  # noqa: E402
-from ssl_ctc.distillation_loss import frame_overlap_fractions, span_log_posteriors  # noqa: E402
+from ssl_ctc.distillation.checks import TEACHER_RECORD  # noqa: E402
+from ssl_ctc.distillation.loss import frame_overlap_fractions, span_log_posteriors  # noqa: E402
+from ssl_ctc.distillation.teacher import CACHE_FILE, load_cache  # noqa: E402
 from tools.run_demo import EMBEDDED_OVERRIDES  # noqa: E402
 
 DOWNSAMPLING = ("downsampled_train.py", "hparams/downsampling.yaml")
