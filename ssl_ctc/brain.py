@@ -219,7 +219,7 @@ class SSLCTCBrain(sb.Brain):
     def benchmark_configurations(self):
         """What the five tests measure: ``(tags, context)`` per configuration of this model.
 
-        The benchmark (``benchmark.benchmark_experiment``) runs its tests inside each
+        The benchmark (``ssl_ctc.benchmarking.five_tests``) runs its tests inside each
         context and tags their records; the base Brain has one configuration, as trained.
         """
         yield self.experiment_tags(), contextlib.nullcontext()

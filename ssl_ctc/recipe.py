@@ -2,7 +2,7 @@
 
 Usage (a strategy script)::
 
-    from benchmark import benchmark_experiment
+    from ssl_ctc.benchmarking.five_tests import benchmark_experiment
     from ssl_ctc.recipe import run_recipe
 
     if __name__ == "__main__":
@@ -214,7 +214,7 @@ def run_recipe(brain_class, argv=None, benchmark=None):
         Command line (defaults to ``sys.argv[1:]``).
     benchmark : callable, optional
         ``benchmark(brain, test_datasets, settings) -> records``, run on the main
-        process after testing (the strategy scripts pass ``benchmark.benchmark_experiment``,
+        process after testing (the strategy scripts pass ``benchmark_experiment``,
         the five tests); without it no benchmark runs.
 
     Returns

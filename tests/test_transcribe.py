@@ -26,7 +26,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from test_recipes_end_to_end import recipe_args
 
 import transcribe
-from benchmark import benchmark_experiment
+from ssl_ctc.benchmarking.five_tests import benchmark_experiment
 from ssl_ctc.benchmarking.passes import transcribe_batches
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.data import make_test_loader, read_waveform
@@ -218,11 +218,11 @@ def test_encoder_asr_loads_a_copied_folder_offline(experiments, test_clean, tmp_
         "num_hidden_layers"] == (2 if name == "2L" else 3)
 
 
-# A user's program loading a folder: the benchmark's modules (ptflops, benchmark.py) blocked.
+# A user's program loading a folder: the benchmark's modules (ptflops, the five tests) blocked.
 LOAD_WITHOUT_THE_BENCHMARK = """
 import json, sys
 sys.modules["ptflops"] = None
-sys.modules["benchmark"] = None
+sys.modules["ssl_ctc.benchmarking.five_tests"] = None
 from speechbrain.inference.ASR import EncoderASR
 source, savedir, audio = sys.argv[1:]
 text = EncoderASR.from_hparams(source=source, savedir=savedir).transcribe_file(audio)
