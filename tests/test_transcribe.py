@@ -356,7 +356,7 @@ def test_bad_model_folders_are_named(experiments, test_clean, tmp_path, capsys):
 
 
 def test_the_command_rewrites_the_folder_of_an_existing_experiment(experiments, tmp_path):
-    from ssl_ctc.inference.writer import main
+    from ssl_ctc.inference.__main__ import main
 
     folder, _ = experiments["2L"]
     written = tmp_path / "written_by_the_run"
@@ -425,8 +425,8 @@ def test_auto_precision_is_measured_and_checked_on_the_files(experiments, test_c
 
 def test_a_moved_experiment_is_read_from_its_own_files(experiments, test_clean, tmp_path, capsys):
     """``cp -a EXPERIMENT elsewhere``, the original deleted: re-export and transcribe still work."""
+    from ssl_ctc.inference.__main__ import main
     from ssl_ctc.inference.loading import relocated_hparams
-    from ssl_ctc.inference.writer import main
 
     folder, _ = experiments["2L"]
     original = tmp_path / "original"
