@@ -17,7 +17,7 @@ Authors
  * Recipe team 2026
 """
 
-from benchmark import benchmark_experiment
+from ssl_ctc.benchmarking.five_tests import benchmark_experiment
 from ssl_ctc.downsampling import DownsampledBrain
 from ssl_ctc.recipe import main
 

@@ -20,8 +20,8 @@ Authors
  * Recipe team 2026
 """
 
-from benchmark import benchmark_experiment
 from early_exiting.brain import EarlyExitBrain
+from ssl_ctc.benchmarking.five_tests import benchmark_experiment
 from ssl_ctc.recipe import main
 
 if __name__ == "__main__":

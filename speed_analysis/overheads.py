@@ -7,8 +7,8 @@ Usage::
 
 import statistics
 
-from benchmark import benchmark_experiment
 from speed_analysis.reference_workloads import bare_forward
+from ssl_ctc.benchmarking.five_tests import benchmark_experiment
 from ssl_ctc.benchmarking.measurement import TimedEntry
 from ssl_ctc.inference.loading import experiment_brain_class
 from ssl_ctc.recipe import run_recipe
@@ -20,7 +20,7 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device, c
     Each repeat times one pass of ``bare_forward`` over the batches, one with
     the padding mask (``masked=True``, what the model needs for padded batches), one of
     the brain's forward on Hugging Face's path in fp32 (the speed script's reference row,
-    ``baseline, HF path``), and ``benchmark.benchmark_experiment`` (the five tests on the
+    ``baseline, HF path``), and ``benchmark_experiment`` (the five tests on the
     synthetic set): its greedy test is the inference path (data loading, forward, greedy
     decoding, scoring), its LM test the same with the LM decoder. The greedy test's
     speed-up over Hugging Face's path is the figure a user reads; the speed script's own
@@ -36,7 +36,7 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device, c
         The synthetic utterances (read from FLAC by the tests).
     batches : list of tuple
         The same utterances, batched as the tests batch them, on the device.
-    settings : benchmark.BenchmarkSettings
+    settings : ssl_ctc.benchmarking.settings.BenchmarkSettings
         The tests' settings.
     repeats : int
         Number of alternations.

@@ -2,7 +2,7 @@
 
 The strategy scripts (``downsampled_train.py``, ``layer_removal.py``,
 ``early_exiting.py``) are thin: each runs ``ssl_ctc.recipe.main`` with its
-strategy's Brain and the five tests (``benchmark.benchmark_experiment``). Data flows
+strategy's Brain and the five tests (``ssl_ctc.benchmarking.five_tests``). Data flows
 one way: scripts use the library, the library imports no script.
 
 The core (training a strategy):

@@ -34,7 +34,7 @@ class SSLCTCBrain(sb.Brain):
     its distillation term to the CTC loss.
     """
 
-    distiller = None  # an ssl_ctc.distillation.Distiller, set by use_teacher
+    distiller = None  # an ssl_ctc.distillation.teacher.Distiller, set by use_teacher
 
     def use_teacher(self, distiller):
         """Distil from a teacher: its term in the training loss, its identity in the records.
@@ -44,7 +44,7 @@ class SSLCTCBrain(sb.Brain):
 
         Arguments
         ---------
-        distiller : ssl_ctc.distillation.Distiller
+        distiller : ssl_ctc.distillation.teacher.Distiller
             Prepared before the first epoch (``on_fit_start``).
         """
         self.distiller = distiller
@@ -219,7 +219,7 @@ class SSLCTCBrain(sb.Brain):
     def benchmark_configurations(self):
         """What the five tests measure: ``(tags, context)`` per configuration of this model.
 
-        The benchmark (``benchmark.benchmark_experiment``) runs its tests inside each
+        The benchmark (``ssl_ctc.benchmarking.five_tests``) runs its tests inside each
         context and tags their records; the base Brain has one configuration, as trained.
         """
         yield self.experiment_tags(), contextlib.nullcontext()

@@ -1,8 +1,10 @@
-"""Files that readers never see half-written, with the permissions the user's umask gives.
+"""Files that readers never see half-written, with the permissions the user's umask gives;
+their paths as a user reads them.
 
 Usage::
 
     write_atomically(Path("results/x/benchmark.json"), text)
+    print(f"written: {display_path(folder)}")
 """
 
 import json
@@ -54,3 +56,15 @@ def write_atomically(path, text):
 def write_json(path, value):
     """Write ``value`` as indented JSON, atomically."""
     write_atomically(Path(path), json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def display_path(folder):
+    """The folder relative to the working directory when below it, else absolute.
+
+    Example
+    -------
+    >>> display_path("results/SD2/inference"), display_path("/")
+    ('results/SD2/inference', '/')
+    """
+    relative = os.path.relpath(Path(folder).resolve())
+    return str(Path(folder).resolve()) if relative.startswith("..") else relative

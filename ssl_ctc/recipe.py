@@ -2,7 +2,7 @@
 
 Usage (a strategy script)::
 
-    from benchmark import benchmark_experiment
+    from ssl_ctc.benchmarking.five_tests import benchmark_experiment
     from ssl_ctc.recipe import run_recipe
 
     if __name__ == "__main__":
@@ -29,8 +29,8 @@ from ssl_ctc.cpu.allocator import use_allocator
 from ssl_ctc.cpu.machine import available_cpu_cores
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import MERGED_TRAIN_CSV, count_ctc_shortfalls, dataio_prepare
-from ssl_ctc.distillation import Distiller
-from ssl_ctc.distillation_checks import check_distillation
+from ssl_ctc.distillation.checks import check_distillation
+from ssl_ctc.distillation.teacher import Distiller
 from ssl_ctc.errors import ConfigurationError
 from ssl_ctc.inference.writer import write_inference_folder
 
@@ -214,7 +214,7 @@ def run_recipe(brain_class, argv=None, benchmark=None):
         Command line (defaults to ``sys.argv[1:]``).
     benchmark : callable, optional
         ``benchmark(brain, test_datasets, settings) -> records``, run on the main
-        process after testing (the strategy scripts pass ``benchmark.benchmark_experiment``,
+        process after testing (the strategy scripts pass ``benchmark_experiment``,
         the five tests); without it no benchmark runs.
 
     Returns

@@ -19,7 +19,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmark import benchmark_experiment  # noqa: E402
+from ssl_ctc.benchmarking.five_tests import benchmark_experiment  # noqa: E402
 from ssl_ctc.recipe import run_recipe  # noqa: E402  (needs REPO on the path)
 
 

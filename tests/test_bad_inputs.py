@@ -29,9 +29,9 @@ from test_librispeech_prepare import (
 )
 
 import ssl_ctc.recipe
-from benchmark import benchmark_experiment
 from early_exiting.brain import EarlyExitBrain
 from librispeech_prepare import CSV_COLUMNS
+from ssl_ctc.benchmarking.five_tests import benchmark_experiment
 from ssl_ctc.downsampling import DownsampledBrain
 from ssl_ctc.layer_removal import LayerRemovalBrain
 

@@ -17,10 +17,10 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-import benchmark
 from early_exiting.brain import EarlyExitBrain
 from early_exiting.criteria import build_exit_criterion
 from librispeech_prepare import prepare_librispeech
+from ssl_ctc.benchmarking import five_tests
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.data import read_waveform
@@ -139,7 +139,7 @@ def test_error_rates_do_not_depend_on_batch_size(tiny_encoders, tmp_path, test_c
                                  lm_beam_width=4, lm_decode_workers=1)
     measured = {}
     for batch_size in (1, 4, 16):
-        records = benchmark.run_five_tests(
+        records = five_tests.run_five_tests(
             brain, {"test-clean": test_clean}, dataclasses.replace(settings, batch_size=batch_size),
             brain.experiment_tags(), tmp_path / f"batch{batch_size}")
         measured[batch_size] = {

@@ -1,5 +1,5 @@
-"""Tests of benchmark.py: the five tests' records, MAC counting, LM decoding,
-settings validation and the summary.
+"""Tests of the benchmark: the five tests' records, MAC counting, LM decoding,
+settings validation and the summary (``benchmark.py summarize``).
 
 Usage
 -----
@@ -28,6 +28,7 @@ from transformers import WavLMConfig, WavLMModel
 
 import benchmark
 import ssl_ctc.lm_decoding
+from ssl_ctc.benchmarking import five_tests
 from ssl_ctc.benchmarking import macs as mac_counting
 from ssl_ctc.benchmarking import records as benchmark_records
 from ssl_ctc.benchmarking import settings as benchmark_settings
@@ -61,8 +62,8 @@ def two_runs(tmp_path_factory):
         cpu_precision="bf16",
     )
     threads_before = torch.get_num_threads()
-    first = benchmark.run_five_tests(brain, datasets, with_lm, TAGS, folder)
-    second = benchmark.run_five_tests(brain, datasets, without_lm, TAGS, folder)
+    first = five_tests.run_five_tests(brain, datasets, with_lm, TAGS, folder)
+    second = five_tests.run_five_tests(brain, datasets, without_lm, TAGS, folder)
     return {
         "folder": folder,
         "brain": brain,
@@ -94,7 +95,7 @@ def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
     live_decoders, seen = [], []
     decoder_class = ssl_ctc.lm_decoding.LMDecoder
     decoder_init, decoder_close = decoder_class.__init__, decoder_class.close
-    run_test = benchmark.run_inference_test
+    run_test = five_tests.run_inference_test
 
     def counting_init(self, *args):
         decoder_init(self, *args)
@@ -110,13 +111,13 @@ def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "__init__", counting_init)
     monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "close", counting_close)
-    monkeypatch.setattr(benchmark, "run_inference_test", recording_test)
+    monkeypatch.setattr(five_tests, "run_inference_test", recording_test)
     settings = benchmark_settings.BenchmarkSettings(
         batch_size=2, warmup_batches=1, mac_batches=1, devices=["cpu"],
         lm_path=str(write_arpa(tmp_path / "lm.arpa")), lm_beam_width=8,
     )
     datasets = {"a": make_test_dataset((0.6, 0.9)), "b": make_test_dataset((0.7, 1.1))}
-    records = benchmark.run_five_tests(TinyBrain(), datasets, settings, TAGS, tmp_path)
+    records = five_tests.run_five_tests(TinyBrain(), datasets, settings, TAGS, tmp_path)
     assert seen == [(False, 0), (False, 0), (True, 1), (True, 1)]
     assert not live_decoders
     assert [(record["test_set"], record["test"]) for record in records] == [
@@ -272,7 +273,7 @@ def test_cpu_threads_default_to_the_usable_cores_not_torchs_count(tmp_path):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        records = benchmark.run_five_tests(TinyBrain(), {"t": make_test_dataset((0.6, 0.8))},
+        records = five_tests.run_five_tests(TinyBrain(), {"t": make_test_dataset((0.6, 0.8))},
                                            settings, TAGS, tmp_path)
         assert torch.get_num_threads() == 1
     finally:
@@ -285,7 +286,7 @@ def test_peak_memory_is_the_tests_own(tmp_path):
     resident = torch.ones(64, 2**20)  # 256 MiB, touched
     settings = benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1,
                                                            warmup_batches=0)
-    records = benchmark.run_five_tests(TinyBrain(), {"t": make_test_dataset((0.6, 0.8))},
+    records = five_tests.run_five_tests(TinyBrain(), {"t": make_test_dataset((0.6, 0.8))},
                                        settings, TAGS, tmp_path)
     greedy = by_test(records)["cpu_greedy"]
     assert greedy["resident_memory_before_mb"] > 256 > 64 > greedy["peak_memory_mb"]
@@ -295,7 +296,7 @@ def test_peak_memory_is_the_tests_own(tmp_path):
 def test_tags_may_not_replace_record_fields(tmp_path):
     settings = benchmark_settings.BenchmarkSettings(devices=["cpu"], mac_batches=1)
     with pytest.raises(ValueError, match=r"tags \['device'\] clash"):
-        benchmark.run_five_tests(
+        five_tests.run_five_tests(
             TinyBrain(), {"t": make_test_dataset()}, settings, {"device": "mine"}, tmp_path
         )
     assert not (tmp_path / "benchmark.json").exists()

@@ -411,7 +411,8 @@ def test_bf16_linears_run_their_kernel_and_a_wrong_one_runs_in_fp32(monkeypatch)
 MALLOC_PROBE = """
 import ctypes, json, sys
 import torch
-import benchmark, transcribe  # the library and the entry points, imported: malloc untouched
+# The library and the entry points, imported: malloc untouched.
+import benchmark, ssl_ctc.benchmarking.five_tests, transcribe
 from ssl_ctc.cpu.allocator import allocator_in_use, use_allocator
 from ssl_ctc.cpu.plan import cpu_inference
 

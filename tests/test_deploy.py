@@ -61,7 +61,7 @@ def exported(trained):
 
     The output goes to a file, not capsys (function-scoped).
     """
-    from ssl_ctc.inference.writer import main
+    from ssl_ctc.inference.__main__ import main
 
     outputs = {}
     for name in EXPORTED:
@@ -229,7 +229,7 @@ def test_missing_graphs_old_exports_and_missing_runtimes_are_named(exported, cap
 
 
 def test_early_exit_export_is_refused(trained, capsys):
-    from ssl_ctc.inference.writer import main
+    from ssl_ctc.inference.__main__ import main
 
     assert main(["export", str(trained["EE"]), "--format", "onnx"]) == 1
     errors = capsys.readouterr().err
@@ -239,7 +239,7 @@ def test_early_exit_export_is_refused(trained, capsys):
 
 
 def test_a_graph_failing_its_check_is_not_written(exported, capsys, tmp_path):
-    from ssl_ctc.inference.writer import main
+    from ssl_ctc.inference.__main__ import main
 
     folder, _ = exported["CL3"]
     copied = tmp_path / "copied"

@@ -16,11 +16,11 @@ from test_bad_inputs import brain_that_must_not_train, finished_experiment, snap
 from test_recipes_end_to_end import read_records, recipe_args
 
 import ssl_ctc.recipe
-from benchmark import benchmark_experiment
 from early_exiting.brain import EarlyExitBrain
-from ssl_ctc.distillation import CACHE_FILE, Distiller
-from ssl_ctc.distillation_checks import TEACHER_RECORD, DistillationSettings, check_student_folder
-from ssl_ctc.distillation_loss import distillation_loss, span_log_posteriors, utterance_kl
+from ssl_ctc.benchmarking.five_tests import benchmark_experiment
+from ssl_ctc.distillation.checks import TEACHER_RECORD, DistillationSettings, check_student_folder
+from ssl_ctc.distillation.loss import distillation_loss, span_log_posteriors, utterance_kl
+from ssl_ctc.distillation.teacher import CACHE_FILE, Distiller
 from ssl_ctc.downsampling import DownsampledBrain
 from ssl_ctc.errors import ConfigurationError
 

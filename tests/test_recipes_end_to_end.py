@@ -39,7 +39,7 @@ def read_records(output_folder):
 )
 def test_downsampled_train_debug(tiny_encoders, embedded_corpus, tmp_path, architecture,
                                  technique, factor):
-    from benchmark import benchmark_experiment
+    from ssl_ctc.benchmarking.five_tests import benchmark_experiment
     from ssl_ctc.downsampling import DownsampledBrain
     from ssl_ctc.recipe import run_recipe
 
@@ -103,9 +103,9 @@ def test_layer_removal_sweep_skips_finished_depths(tiny_encoders, embedded_corpu
 
 
 def test_early_exiting_script_debug_with_threshold_sweep(tiny_encoders, embedded_corpus, tmp_path):
-    from benchmark import benchmark_experiment
     from early_exiting import EarlyExitEncoder
     from early_exiting.brain import EarlyExitBrain
+    from ssl_ctc.benchmarking.five_tests import benchmark_experiment
     from ssl_ctc.recipe import run_recipe
 
     output_folder = tmp_path / "early_exit"

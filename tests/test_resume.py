@@ -18,7 +18,7 @@ from speechbrain.utils.epoch_loop import EpochCounter
 
 import ssl_ctc.checkpoints
 import ssl_ctc.recipe
-from benchmark import benchmark_experiment
+from ssl_ctc.benchmarking.five_tests import benchmark_experiment
 from ssl_ctc.checkpoints import BROKEN_CHECKPOINTS_FOLDER, checkpoint_problem
 
 # Files of a complete checkpoint of downsampled_train.py (its recoverables).

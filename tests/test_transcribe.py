@@ -26,7 +26,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from test_recipes_end_to_end import recipe_args
 
 import transcribe
-from benchmark import benchmark_experiment
+from ssl_ctc.benchmarking.five_tests import benchmark_experiment
 from ssl_ctc.benchmarking.passes import transcribe_batches
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.data import make_test_loader, read_waveform
@@ -218,11 +218,11 @@ def test_encoder_asr_loads_a_copied_folder_offline(experiments, test_clean, tmp_
         "num_hidden_layers"] == (2 if name == "2L" else 3)
 
 
-# A user's program loading a folder: the benchmark's modules (ptflops, benchmark.py) blocked.
+# A user's program loading a folder: the benchmark's modules (ptflops, the five tests) blocked.
 LOAD_WITHOUT_THE_BENCHMARK = """
 import json, sys
 sys.modules["ptflops"] = None
-sys.modules["benchmark"] = None
+sys.modules["ssl_ctc.benchmarking.five_tests"] = None
 from speechbrain.inference.ASR import EncoderASR
 source, savedir, audio = sys.argv[1:]
 text = EncoderASR.from_hparams(source=source, savedir=savedir).transcribe_file(audio)
@@ -356,7 +356,7 @@ def test_bad_model_folders_are_named(experiments, test_clean, tmp_path, capsys):
 
 
 def test_the_command_rewrites_the_folder_of_an_existing_experiment(experiments, tmp_path):
-    from ssl_ctc.inference.writer import main
+    from ssl_ctc.inference.__main__ import main
 
     folder, _ = experiments["2L"]
     written = tmp_path / "written_by_the_run"
@@ -425,8 +425,8 @@ def test_auto_precision_is_measured_and_checked_on_the_files(experiments, test_c
 
 def test_a_moved_experiment_is_read_from_its_own_files(experiments, test_clean, tmp_path, capsys):
     """``cp -a EXPERIMENT elsewhere``, the original deleted: re-export and transcribe still work."""
+    from ssl_ctc.inference.__main__ import main
     from ssl_ctc.inference.loading import relocated_hparams
-    from ssl_ctc.inference.writer import main
 
     folder, _ = experiments["2L"]
     original = tmp_path / "original"

@@ -80,7 +80,7 @@ def process_arguments(folder, process, work_folder):
 def measure(folder, process, first_order, work_folder):
     """In this process: the experiment's run as ``process``, then the five tests in both
     orders, ``first_order`` first; returns ``{order: {test: seconds}}``."""
-    import benchmark
+    from ssl_ctc.benchmarking import five_tests
     from ssl_ctc.cpu.plan import CpuPlans
     from ssl_ctc.recipe import run_recipe
 
@@ -92,7 +92,7 @@ def measure(folder, process, first_order, work_folder):
         orders = ORDERS if first_order == ORDERS[0] else ORDERS[::-1]
         with configured:
             for order in orders:
-                records = benchmark.run_five_tests(
+                records = five_tests.run_five_tests(
                     brain, test_datasets, settings, {**tags, "clock_order": order},
                     work_folder, cpu_plans, lm_first=order == "lm_first")
                 times[order] = {record["test"]: record["total_time_s"] for record in records

@@ -33,9 +33,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from benchmark import benchmark_experiment  # noqa: E402
 from librispeech_prepare import copy_first_utterances  # noqa: E402
 from speed_analysis.random_encoders import LARGE_SHAPE, TINY_SHAPE, save_random_encoder  # noqa: E402
+from ssl_ctc.benchmarking.five_tests import benchmark_experiment  # noqa: E402
 from ssl_ctc.experiments.registry import GPU_CHECK  # noqa: E402
 from ssl_ctc.recipe import run_recipe  # noqa: E402
 

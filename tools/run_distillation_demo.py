@@ -36,9 +36,9 @@ import torch  # noqa: E402
 from speechbrain.utils.metric_stats import ErrorRateStats  # noqa: E402
 
 from ssl_ctc.ctc import greedy_decode, make_tokenizer  # noqa: E402
-from ssl_ctc.distillation import CACHE_FILE, load_cache  # noqa: E402
-from ssl_ctc.distillation_checks import TEACHER_RECORD  # noqa: E402
-from ssl_ctc.distillation_loss import frame_overlap_fractions, span_log_posteriors  # noqa: E402
+from ssl_ctc.distillation.checks import TEACHER_RECORD  # noqa: E402
+from ssl_ctc.distillation.loss import frame_overlap_fractions, span_log_posteriors  # noqa: E402
+from ssl_ctc.distillation.teacher import CACHE_FILE, load_cache  # noqa: E402
 from ssl_ctc.experiments.registry import (  # noqa: E402
     BASELINE,
     DISTILLATION_STUDENTS,

@@ -1,6 +1,6 @@
 """The passes of the five tests: timed inference over a test set, and a MAC count.
 
-``benchmark.py`` runs these for each test set and device and turns them into records.
+``five_tests`` runs these for each test set and device and turns them into records.
 An inference test runs, in this order: the longest batch once under ``PeakMemory``
 (the memory pass: the allocator's kept memory is given back first, so that the peak
 counts what inference reuses); the warm-up, on the longest batches, so that the timed

@@ -8,11 +8,12 @@
 - ``hparams_yaml``: that ``hyperparams.yaml``, from the Brain's ``inference_*`` hooks;
 - ``model_card``: the folder's ``README.md``;
 - ``writer``: the folder written, checked against the Brain and swapped in;
-  ``python -m ssl_ctc.inference``;
 - ``transcription``: audio files to transcripts (``transcribe.py``);
 - ``onnx_export``: the acoustic model as one ONNX graph, checked against PyTorch before it is
   written (``python -m ssl_ctc.inference export``);
-- ``deploy``: that graph run by ONNX Runtime or OpenVINO (``transcribe.py --runtime``).
+- ``deploy``: that graph run by ONNX Runtime or OpenVINO (``transcribe.py --runtime``);
+- ``__main__``: the command line, ``python -m ssl_ctc.inference`` (the folder written again,
+  or exported to ONNX).
 
 Usage::
 

@@ -26,11 +26,8 @@ Usage::
     run_batch = onnx_batch_function(onnx_session(path, threads=2, int8=True))
 """
 
-import argparse
-import logging
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -39,7 +36,7 @@ import torch
 
 from ssl_ctc.brain import SSLCTCBrain
 from ssl_ctc.ctc import greedy_decode
-from ssl_ctc.files import current_umask, write_atomically, write_json
+from ssl_ctc.files import current_umask, display_path, write_atomically, write_json
 from ssl_ctc.front_end import channels_first_front_ends
 from ssl_ctc.imports import import_object
 from ssl_ctc.inference.deploy import (
@@ -49,19 +46,16 @@ from ssl_ctc.inference.deploy import (
     ONNX_EXPORT_VERSION,
     OUTPUT_NAMES,
     ExportedAcousticModel,
-    RuntimeMissingError,
     onnxruntime_session,
 )
 from ssl_ctc.inference.loading import (
     MANIFEST,
-    InferenceFolderError,
     find_inference_folder,
     load_inference_encoder,
     read_manifest,
 )
 from ssl_ctc.inference.model_card import describe_check, exported_graphs_section, with_section
 from ssl_ctc.inference.transcription import pad_batch, read_audio
-from ssl_ctc.inference.writer import display_path
 
 ONNX_OPSET = 17
 # What ONNX Runtime's dynamic int8 quantises: the linear layers' products only (the CNN front
@@ -354,50 +348,3 @@ def export_inference_folder(folder, int8=False, check_data=CHECK_DATA, tolerance
         write_atomically(card, with_section(card.read_text(encoding="utf-8"),
                                             exported_graphs_section(entry, display_path(folder))))
     return folder, entry
-
-
-def export_main(argv):
-    """``python -m ssl_ctc.inference export FOLDER... --format onnx [--int8]``; exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ssl_ctc.inference export",
-        description="Export inference folders' acoustic models to ONNX (checked against "
-                    "PyTorch on a test split, recorded in inference.json) for transcribe.py "
-                    "--runtime onnxruntime|openvino.")
-    parser.add_argument("folders", nargs="+", help="experiment folders or their inference/")
-    parser.add_argument("--format", default="onnx", choices=["onnx"],
-                        help="onnx (OpenVINO reads it too)")
-    parser.add_argument("--int8", action="store_true",
-                        help="also model.int8.onnx: dynamic int8 quantisation of the MatMuls")
-    parser.add_argument("--check_data", default=str(CHECK_DATA),
-                        help="LibriSpeech-layout split to check on (default: embedded test-clean)")
-    parser.add_argument("--tolerance", type=float, default=FP32_TOLERANCE,
-                        help="fp32: largest log-prob difference on valid frames (default 1e-3)")
-    parser.add_argument("--max_wer_increase", type=float, default=INT8_MAX_WER_INCREASE,
-                        help="int8: largest WER increase over PyTorch, in points (default 2)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
-    arguments = parser.parse_args(argv)
-    # Warnings, but not the loading notes (INFO) nor the quantiser's advice (root's warnings).
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING)
-    logging.basicConfig(level=logging.ERROR, format="%(message)s", handlers=[handler])
-    warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
-    status = 0
-    for given in arguments.folders:
-        try:
-            folder, entry = export_inference_folder(
-                given, int8=arguments.int8, check_data=arguments.check_data,
-                tolerance=arguments.tolerance, max_wer_increase=arguments.max_wer_increase,
-                threads=arguments.threads)
-        except (ExportError, InferenceFolderError, RuntimeMissingError, ImportError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            status = 1
-            continue
-        precisions = [precision for precision in GRAPH_FILES if precision in entry]
-        check = entry["check"]["fp32"]
-        print(f"{display_path(folder)}: exported {', '.join(entry[p] for p in precisions)} "
-              f"(opset {entry['opset']}), checked against PyTorch on {check['data']}: "
-              f"{check['utterances']} utterances in padded batches of {check['batch_size']}")
-        for precision in precisions:
-            print(f"  {precision} ({entry[precision]}): "
-                  f"{describe_check(precision, entry['check'][precision])}")
-    return status

@@ -21,18 +21,16 @@ Usage::
     asr.transcribe_file("speech.flac")
 """
 
-import argparse
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from ssl_ctc.files import write_json
+from ssl_ctc.files import display_path, write_json
 from ssl_ctc.imports import importable_class_name
 from ssl_ctc.inference.hparams_yaml import inference_hparams_yaml, ssl_configs
 from ssl_ctc.inference.loading import (
@@ -43,7 +41,6 @@ from ssl_ctc.inference.loading import (
     MANIFEST,
     SSL_CONFIG_FOLDER,
     TOKENIZER_FILE,
-    load_experiment_brain,
     load_inference_encoder,
 )
 from ssl_ctc.inference.model_card import model_card
@@ -51,18 +48,6 @@ from ssl_ctc.lm_decoding import LM_DEFAULTS
 from ssl_ctc.names import RESULTS_JSON
 
 logger = logging.getLogger(__name__)
-
-
-def display_path(folder):
-    """The folder relative to the working directory when below it, else absolute.
-
-    Example
-    -------
-    >>> display_path("results/SD2/inference"), display_path("/")
-    ('results/SD2/inference', '/')
-    """
-    relative = os.path.relpath(Path(folder).resolve())
-    return str(Path(folder).resolve()) if relative.startswith("..") else relative
 
 
 def best_checkpoint_name(brain):
@@ -181,27 +166,3 @@ def write_inference_folder(brain, folder=None, check=True):
         raise
     logger.info(f"inference folder written: {folder}")
     return folder
-
-
-def main(argv=None):
-    """``python -m ssl_ctc.inference EXPERIMENT...``: (re)write their inference folders.
-
-    ``python -m ssl_ctc.inference export FOLDER... --format onnx [--int8]`` exports them
-    (``ssl_ctc.inference.onnx_export.export_main``; its exit status is returned); an
-    experiment folder named ``export`` is written with ``./export``.
-    """
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["export"]:
-        from ssl_ctc.inference.onnx_export import export_main  # it imports this module
-
-        return export_main(argv[1:])
-    parser = argparse.ArgumentParser(
-        description="Write <experiment>/inference/ (EncoderASR folder) for finished experiments; "
-                    "'export FOLDER --format onnx [--int8]' exports one to ONNX."
-    )
-    parser.add_argument("experiments", nargs="+", help="experiment (output) folders")
-    arguments = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for experiment in arguments.experiments:
-        folder = write_inference_folder(load_experiment_brain(experiment))
-        print(folder)

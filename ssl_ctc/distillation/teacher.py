@@ -1,4 +1,4 @@
-"""Knowledge distillation: a fast variant learns from a finished, full fine-tuned model.
+"""The teacher of a training run: a fast variant learns from a finished, full fine-tuned model.
 
 Any strategy script trains its student against a teacher, a finished experiment of this
 recipe, with the loss ``(1 - w) * CTC + w * T^2 * KL(teacher_T || student_T)``: the
@@ -38,8 +38,8 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from ssl_ctc.benchmarking.records import latest_records
 from ssl_ctc.data import make_test_loader
-from ssl_ctc.distillation_checks import TEACHER_RECORD, read_teacher_record
-from ssl_ctc.distillation_loss import (
+from ssl_ctc.distillation.checks import TEACHER_RECORD, read_teacher_record
+from ssl_ctc.distillation.loss import (
     alignment_name,
     distillation_loss,
     frame_rate_advice,
@@ -116,7 +116,7 @@ class Distiller:
 
     Arguments
     ---------
-    settings : ssl_ctc.distillation_checks.DistillationSettings
+    settings : ssl_ctc.distillation.checks.DistillationSettings
         From ``check_distillation``.
     train_data : speechbrain.dataio.dataset.DynamicItemDataset
         The student's training set (``id``, ``sig``, ``wrd``, ``duration``).

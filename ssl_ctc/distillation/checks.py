@@ -4,7 +4,7 @@ A teacher folder that is missing, unfinished, or trained with another label set,
 sample rate or data; a weight outside [0, 1] or a temperature <= 0; a student folder
 holding a plain run, or a run with another teacher or settings: each is a
 ``ConfigurationError`` naming the file and key, raised before training starts
-(``ssl_ctc.recipe`` calls ``check_distillation``; ``ssl_ctc.distillation`` trains).
+(``ssl_ctc.recipe`` calls ``check_distillation``; ``ssl_ctc.distillation.teacher`` trains).
 
 Usage::
 

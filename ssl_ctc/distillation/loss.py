@@ -1,7 +1,7 @@
 """The distillation loss: the teacher's softened posteriors against the student's, per frame.
 
 ``(1 - w) * CTC + w * T^2 * KL(teacher_T || student_T)`` over each utterance's valid frames
-(``ssl_ctc.distillation`` trains with it). Where the student's CTC frames cover another
+(``ssl_ctc.distillation.teacher`` trains with it). Where the student's CTC frames cover another
 span of input samples than the teacher's (downsampling), the target of a student frame is
 what the teacher emits within its span (``span_log_posteriors``).
 
