@@ -57,13 +57,13 @@ from ssl_ctc.benchmarking.grid import (
     GridError,
     Row,
     configuration_conflicts,
-    load_yaml_keys,
     missing_results,
     parse_overrides,
     select_rows,
     yaml_value,
 )
 from ssl_ctc.names import EXPERIMENT_HPARAMS, MAC_TEST, RESULTS_JSON
+from ssl_ctc.recipe_yaml import read_yaml_keys
 from tools.run_demo import EMBEDDED_OVERRIDES
 
 REPO = Path(__file__).resolve().parent
@@ -111,7 +111,7 @@ def plan_row(row, output_root, shared_overrides, cuda_available):
     folder = output_root / row.name
     own = parse_overrides(shlex.split(row.overrides.replace("{output_root}", str(output_root))))
     overrides = {**own, **shared_overrides, "output_folder": str(folder)}
-    defaults = load_yaml_keys(REPO / row.recipe[1])
+    defaults = read_yaml_keys(REPO / row.recipe[1])
 
     def setting(key):
         return yaml_value(overrides[key]) if overrides.get(key) is not None else defaults[key]
@@ -141,7 +141,7 @@ def check_configurations(planned):
         if saved.is_file():
             conflicts += [
                 f"row {item.row.name}: --{key} {text} here, but {saved} has {key}: {value!r}"
-                for key, text, value in configuration_conflicts(load_yaml_keys(saved),
+                for key, text, value in configuration_conflicts(read_yaml_keys(saved),
                                                                 item.overrides)
             ]
     if conflicts:
