@@ -46,9 +46,9 @@ EPOCH_LIMIT = re.compile(r"^epoch_counter:.*\n\s+limit: (\d+)", re.MULTILINE)
 
 def brain_class_of(hparams_file):
     """The Brain class named by a saved YAML's ``brain_class`` key."""
-    from ssl_ctc.recipe import yaml_keys
+    from ssl_ctc.recipe_yaml import read_yaml_keys
 
-    values = {key: value for key, value, _ in yaml_keys(hparams_file)}
+    values = read_yaml_keys(hparams_file)
     if "brain_class" not in values:
         raise SystemExit(f"{hparams_file}: no brain_class key (made before it existed?)")
     located = pydoc.locate(values["brain_class"].removeprefix("!name:"))

@@ -14,10 +14,9 @@ Usage::
 import math
 import os
 
-import ruamel.yaml
-
 from ssl_ctc.experiments.registry import GROUP_ALIASES
 from ssl_ctc.names import CPU_TESTS, GPU_TESTS
+from ssl_ctc.recipe_yaml import parse_recipe_yaml, plain
 
 # Keys whose value differs between runs of the same row without changing its configuration.
 NOT_COMPARED = ("output_folder",)
@@ -112,33 +111,7 @@ def yaml_value(text):
     >>> yaml_value("!name:torch.optim.Adam")
     '!name:torch.optim.Adam'
     """
-    return plain(ruamel.yaml.YAML().load(f"value: {text}")["value"])
-
-
-def plain(value):
-    """A ruamel value as plain Python; a tagged value as its tag (and value).
-
-    Example
-    -------
-    >>> plain(ruamel.yaml.YAML().load("a: !apply:torch.manual_seed [1986]\\nb: 2"))
-    {'a': ('!apply:torch.manual_seed', [1986]), 'b': 2}
-    """
-    tag = getattr(getattr(value, "tag", None), "value", None)
-    if isinstance(value, ruamel.yaml.comments.TaggedScalar):
-        return f"{tag} {value.value}".strip()
-    if isinstance(value, dict):
-        value = {key: plain(item) for key, item in value.items()}
-    elif isinstance(value, list):
-        value = [plain(item) for item in value]
-    elif isinstance(value, float):
-        value = float(value)
-    return (tag, value) if tag else value
-
-
-def load_yaml_keys(path):
-    """The top-level keys of a (hyperpyyaml) YAML file as plain values, tags kept."""
-    with open(path, encoding="utf-8") as yaml_file:
-        return plain(ruamel.yaml.YAML().load(yaml_file))
+    return plain(parse_recipe_yaml(f"value: {text}")["value"])
 
 
 def same_value(ours, theirs):
@@ -164,7 +137,7 @@ def configuration_conflicts(saved_hyperparams, overrides):
     Arguments
     ---------
     saved_hyperparams : dict
-        ``load_yaml_keys`` of the saved file.
+        ``ssl_ctc.recipe_yaml.read_yaml_keys`` of the saved file.
     overrides : dict
         ``parse_overrides`` of the row's command; flags and keys the file lacks
         (run options such as ``--device``) are not compared, nor ``output_folder``.

@@ -16,11 +16,12 @@ import json
 import os
 from pathlib import Path
 
-import yaml
+import ruamel.yaml
 
 from ssl_ctc.errors import ConfigurationError
-from ssl_ctc.inference.loading import INFERENCE_FOLDER, MANIFEST, saved_values
+from ssl_ctc.inference.loading import INFERENCE_FOLDER, MANIFEST
 from ssl_ctc.names import EXPERIMENT_HPARAMS, RESULTS_JSON
+from ssl_ctc.recipe_yaml import read_yaml_keys
 
 # In the student's save folder: the teacher that trained it.
 TEACHER_RECORD = "distillation_teacher.json"
@@ -98,18 +99,18 @@ def teacher_experiment_folder(teacher):
 
 
 def read_saved_hparams(path):
-    """A saved recipe YAML's plain values, nothing built (``!name:`` gives the name, tags None)."""
+    """A saved recipe YAML's plain values, nothing built (``ssl_ctc.recipe_yaml``)."""
     try:
-        saved = saved_values(path)
-    except (OSError, yaml.YAMLError) as error:
+        saved = read_yaml_keys(path)
+    except (OSError, ruamel.yaml.YAMLError) as error:
         raise ConfigurationError(f"teacher's '{path}' cannot be read ({error})") from error
     if not isinstance(saved, dict):
         raise ConfigurationError(f"teacher's '{path}' is not a recipe YAML")
     return saved
 
 
-def same_value(key, teacher_value, student_value):
-    """Whether a key of the teacher's YAML equals the student's (paths compared resolved)."""
+def compatible_value(key, teacher_value, student_value):
+    """Whether the teacher's value of a key fits the student's (paths resolved, any order)."""
     if key == "data_folder":
         return teacher_value is not None and (
             os.path.realpath(str(teacher_value)) == os.path.realpath(str(student_value)))
@@ -158,7 +159,7 @@ def check_teacher_folder(teacher, hparams):
         raise ConfigurationError(f"teacher '{teacher}' is the student's own output_folder")
     saved = read_saved_hparams(saved_path)
     for key in SAME_LABELS_KEYS + SAME_DATA_KEYS:
-        if not same_value(key, saved.get(key), hparams.get(key)):
+        if not compatible_value(key, saved.get(key), hparams.get(key)):
             what = ("another label set: the teacher must share the student's tokenizer"
                     if key in SAME_LABELS_KEYS else "the teacher must be trained on the "
                     "student's training data, at its sample rate")

@@ -31,13 +31,13 @@ from ssl_ctc.benchmarking.grid import (
     GPU_TIMED_TESTS,
     GridError,
     configuration_conflicts,
-    load_yaml_keys,
     missing_results,
     parse_overrides,
     yaml_value,
 )
 from ssl_ctc.experiments.registry import EARLY_EXIT, RECIPE, Row
 from ssl_ctc.names import EXPERIMENT_HPARAMS, MAC_TEST, RESULTS_JSON
+from ssl_ctc.recipe_yaml import read_yaml_keys
 
 REPO = Path(RECIPE)
 
@@ -77,7 +77,7 @@ def plan_row(row, output_root, shared_overrides, cuda_available):
     folder = output_root / row.name
     own = parse_overrides(row.arguments(output_root))
     overrides = {**own, **shared_overrides, "output_folder": str(folder)}
-    defaults = load_yaml_keys(REPO / row.recipe[1])
+    defaults = read_yaml_keys(REPO / row.recipe[1])
 
     def setting(key):
         return yaml_value(overrides[key]) if overrides.get(key) is not None else defaults[key]
@@ -107,7 +107,7 @@ def check_configurations(planned):
         if saved.is_file():
             conflicts += [
                 f"row {item.row.name}: --{key} {text} here, but {saved} has {key}: {value!r}"
-                for key, text, value in configuration_conflicts(load_yaml_keys(saved),
+                for key, text, value in configuration_conflicts(read_yaml_keys(saved),
                                                                 item.overrides)
             ]
     if conflicts:

@@ -16,13 +16,13 @@ import json
 import re
 from pathlib import Path
 
-import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.fetching import LocalStrategy
 
 from ssl_ctc.ctc import make_tokenizer
 from ssl_ctc.imports import import_object
 from ssl_ctc.names import EXPERIMENT_HPARAMS
+from ssl_ctc.recipe_yaml import read_yaml_keys
 
 # Bumped whenever a folder written by this code could not be read by older code, or the
 # reverse (2: the runtime modules moved to ssl_ctc.inference.runtime).
@@ -132,31 +132,6 @@ def load_inference_encoder(folder, device="cpu", overrides=None):
     return encoder, hparams, manifest
 
 
-class _NamesOnlyLoader(yaml.SafeLoader):
-    """Reads a recipe YAML without building anything: ``!name:X`` gives ``"X"``, other tags None."""
-
-
-_NamesOnlyLoader.add_multi_constructor("!name:", lambda loader, suffix, node: suffix)
-_NamesOnlyLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
-def saved_values(path):
-    r"""A saved recipe YAML's plain values, nothing built (``!name:`` gives the name, tags None).
-
-    Raises ``OSError`` when the file cannot be read and ``yaml.YAMLError`` when it is not YAML.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as folder:
-    ...     path = Path(folder) / "hyperparams.yaml"
-    ...     _ = path.write_text("seed: 1986\nssl: !apply:torch.nn.Identity\n")
-    ...     saved_values(path)
-    {'seed': 1986, 'ssl': None}
-    """
-    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_NamesOnlyLoader)
-
-
 def experiment_brain_class(experiment_folder):
     """The Brain class of an experiment: the ``brain_class`` key of its saved hyperparams.yaml.
 
@@ -185,7 +160,7 @@ def experiment_brain_class(experiment_folder):
     """
     path = Path(experiment_folder) / EXPERIMENT_HPARAMS
     try:
-        saved = saved_values(path)
+        saved = read_yaml_keys(path)
     except OSError as error:
         raise InferenceFolderError(f"'{path}' not found: not an experiment folder") from error
     name = saved.get(BRAIN_CLASS_KEY) if isinstance(saved, dict) else None
@@ -193,7 +168,7 @@ def experiment_brain_class(experiment_folder):
         from ssl_ctc.benchmarking.records import recorded_brain_class
 
         return recorded_brain_class(experiment_folder)
-    return import_object(name)
+    return import_object(name.removeprefix("!name:"))
 
 
 def relocated_hparams(text, experiment_folder):
