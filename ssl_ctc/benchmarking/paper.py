@@ -1,8 +1,8 @@
 """The paper beside the run: Zaiem et al. 2023's published table next to the measured one.
 
 The paper published one table (the downsampling rows on test-clean, WavLM Large
-fine-tuned on train-clean-100); ``docs/paper_results.json`` holds it with its
-source. This module sets every measured row of a results folder beside the paper's
+fine-tuned on train-clean-100); ``paper_results.json`` (package data, beside this module)
+holds it with its source. This module sets every measured row of a results folder beside the paper's
 row of the same name, in the paper's layout (Name, Factor, WER, GPU s, CPU s,
 WER-LM, GPU-LM s, CPU-LM s, MACs), with the difference, and again as ratios to
 each side's own baseline (time ratio, MAC ratio, WER change), since absolute times
@@ -25,7 +25,7 @@ from ssl_ctc.experiments.registry import technique_of
 from ssl_ctc.files import write_atomically
 from ssl_ctc.names import DISTILLED_NAME_SUFFIX
 
-PAPER_RESULTS = Path(__file__).resolve().parents[2] / "docs" / "paper_results.json"
+PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.json"
 PAPER_COMPARISON_MARKDOWN = "paper_comparison.md"
 NOT_PUBLISHED = "not published"
 NOT_RUN = "not run"
@@ -390,7 +390,7 @@ def write_paper_comparison(results_root, paper_path=PAPER_RESULTS):
     results_root : str or Path
         Folder searched recursively for ``benchmark.json`` files.
     paper_path : str or Path
-        The paper's table (default ``docs/paper_results.json``).
+        The paper's table (default: the package's ``paper_results.json``).
 
     Returns
     -------

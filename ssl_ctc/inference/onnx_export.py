@@ -181,8 +181,13 @@ def read_test_split(split_folder):
     >>> read_test_split("/nonexistent/test-clean")
     Traceback (most recent call last):
     ...
-    ssl_ctc.inference.onnx_export.ExportError: no LibriSpeech transcripts (*.trans.txt) in ...
+    ssl_ctc.inference.onnx_export.ExportError: no check data: '/nonexistent/test-clean' is ...
     """
+    if not Path(split_folder).is_dir():
+        raise ExportError(f"no check data: '{split_folder}' is not a folder (an installed "
+                          "package does not ship the recipe's embedded/ corpus): pass "
+                          "--check_data with a LibriSpeech-layout split, e.g. "
+                          "/path/to/LibriSpeech/test-clean")
     utterances = []
     for transcript in sorted(Path(split_folder).rglob("*.trans.txt")):
         for line in transcript.read_text(encoding="utf-8").splitlines():
