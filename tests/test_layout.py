@@ -53,7 +53,7 @@ def test_data_preparation_is_a_leaf():
 # Scripts: the programs at the top level and in tools/ (a module with a ``__main__`` block).
 # They import the library, the speed analysis and benchmark.py (the five tests), or a helper
 # module of tools/ (no ``__main__``), never another script.
-SCRIPTS = sorted(path for path in [*REPO.glob("*.py"), *(REPO / "tools").glob("*.py")]
+SCRIPTS = sorted(path for path in [*REPO.glob("*.py"), *(REPO / "tools").rglob("*.py")]
                  if 'if __name__ == "__main__":' in path.read_text())
 IMPORTABLE_BY_SCRIPTS = {*LIBRARY, DATA_PREPARATION, "speed_analysis", "benchmark"}
 NOT_IMPORTABLE_BY_SCRIPTS = ({path.stem for path in SCRIPTS} | {"tools", "tests"}) - (
@@ -262,3 +262,16 @@ def test_pyproject_installs_every_library_package():
     packages = {".".join(path.parent.relative_to(REPO).parts)
                 for package in LIBRARY for path in (REPO / package).rglob("__init__.py")}
     assert set(re.findall(r'"([^"]+)"', listed)) == packages
+
+
+def test_the_embedded_default_is_made_by_tools_embedded_only():
+    """embedded/README.md names the programs that make the embedded data; all of them live
+    in tools/embedded/ and exist, and every program there is named in that README."""
+    named = set(re.findall(r"tools/[\w/]+\.(?:py|sh)", (REPO / "embedded" / "README.md")
+                           .read_text()))
+    assert named, "embedded/README.md names no program"
+    assert all(name.startswith("tools/embedded/") and (REPO / name).is_file()
+               for name in named), sorted(named)
+    programs = {str(path.relative_to(REPO)) for path in (REPO / "tools" / "embedded").iterdir()
+                if path.suffix in (".py", ".sh") and path.name != "synthetic_asr.py"}
+    assert programs <= named, sorted(programs - named)

@@ -4,10 +4,10 @@
 # No Debian package or wheel ships lmplz, so it is compiled once from the PyPI `kenlm` source
 # archive (needs cmake, a C++ compiler and the Boost, zlib, bz2 and lzma dev packages) into a
 # cache folder. The LM text is the train-clean-100 transcripts plus the pre-training sentences
-# written by tools/make_synthetic_corpus.py (the shipped list embedded/pretrain_sentences.tsv,
+# written by tools/embedded/make_synthetic_corpus.py (the shipped list embedded/pretrain_sentences.tsv,
 # so no audio is needed); dev and test text never enter it.
 #
-# Usage: tools/build_lm.sh [PRETRAIN_TEXT] [OUTPUT_ARPA]
+# Usage: tools/embedded/build_lm.sh [PRETRAIN_TEXT] [OUTPUT_ARPA]
 #   PRETRAIN_TEXT  default embedded/pretrain_sentences.tsv (a header line, then
 #                  voice<TAB>rate<TAB>pitch<TAB>text); a file not ending in .tsv is read as
 #                  one sentence a line
@@ -16,7 +16,7 @@
 #              PYTHON (default python3; used for `pip download` and the load check).
 set -euo pipefail
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 pretrain_text="${1:-$repo_root/embedded/pretrain_sentences.tsv}"
 output_arpa="${2:-$repo_root/embedded/LibriSpeech/4-gram.arpa}"
 order="${ORDER:-4}"
@@ -44,11 +44,11 @@ if [[ ! -x "$lmplz" ]]; then
 fi
 
 if [[ ! -d "$train_dir" ]]; then
-    echo "Missing $train_dir: run tools/make_synthetic_corpus.py first" >&2
+    echo "Missing $train_dir: run tools/embedded/make_synthetic_corpus.py first" >&2
     exit 1
 fi
 if [[ ! -f "$pretrain_text" ]]; then
-    echo "Missing $pretrain_text: run tools/make_synthetic_corpus.py first" >&2
+    echo "Missing $pretrain_text: run tools/embedded/make_synthetic_corpus.py first" >&2
     exit 1
 fi
 

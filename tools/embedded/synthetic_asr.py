@@ -1,12 +1,12 @@
 """Helpers shared by the seed-encoder pre-training and probe scripts (plain PyTorch CTC).
 
-They read the synthetic corpus written by tools/make_synthetic_corpus.py into memory, batch it
-by duration, resample whole batches, and score greedy CTC output. Characters and greedy
+They read the synthetic corpus written by tools/embedded/make_synthetic_corpus.py into memory,
+batch it by duration, resample whole batches, and score greedy CTC output. Characters and greedy
 decoding are the recipe's own (``ssl_ctc.ctc.make_tokenizer`` and ``greedy_decode``: blank 0,
 bos 1, eos 2, then the 28 characters), so the throw-away heads use the recipe's label indices.
 Not a SpeechBrain recipe: these scripts only make and check the shipped stand-in encoder.
 
-Usage: imported by tools/pretrain_seed_encoder.py and tools/probe_seed_encoder.py.
+Usage: imported by tools/embedded/pretrain_seed_encoder.py and tools/embedded/probe_seed_encoder.py.
 """
 
 import csv
@@ -21,7 +21,7 @@ import torch
 import torchaudio
 from speechbrain.utils.metric_stats import ErrorRateStats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recipe's ssl_ctc package
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the recipe's ssl_ctc package
 from ssl_ctc.ctc import greedy_decode, make_tokenizer  # noqa: E402
 
 SAMPLE_RATE = 16000
@@ -84,7 +84,7 @@ def read_pretrain_set(pretrain_dir):
     Parameters
     ----------
     pretrain_dir : pathlib.Path
-        The folder written by tools/make_synthetic_corpus.py.
+        The folder written by tools/embedded/make_synthetic_corpus.py.
 
     Returns
     -------

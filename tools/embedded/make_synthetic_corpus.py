@@ -16,16 +16,16 @@ dev or test pair). The first three are written in the LibriSpeech layout::
     OUT/LibriSpeech/<split>/<spk>/<chapter>/<spk>-<chapter>.trans.txt
     OUT/LibriSpeech/SPEAKERS.TXT
 
-The pre-training set (for tools/pretrain_seed_encoder.py and tools/build_lm.sh, not shipped)
-goes to ``PRETRAIN_DIR/audio/*.flac`` with ``PRETRAIN_DIR/manifest.tsv`` (path, duration,
-text) and ``PRETRAIN_DIR/text.txt`` (one sentence a line); the sentences are also written to
-``embedded/pretrain_sentences.tsv`` with their voice, rate and pitch (shipped, text only).
-Audio is 16 kHz mono 16-bit FLAC, made with ``espeak-ng -v V -s R -p P --stdout TEXT |
-sox -q -D -v 0.8 -t wav - -r 16000 -c 1 -b 16 out.flac`` (``-D`` turns dithering off, which
-makes the output byte-for-byte reproducible). The output is a function of the seed and the
-installed espeak-ng and sox.
+The pre-training set (for tools/embedded/pretrain_seed_encoder.py and
+tools/embedded/build_lm.sh, not shipped) goes to ``PRETRAIN_DIR/audio/*.flac`` with
+``PRETRAIN_DIR/manifest.tsv`` (path, duration, text) and ``PRETRAIN_DIR/text.txt`` (one
+sentence a line); the sentences are also written to ``embedded/pretrain_sentences.tsv`` with
+their voice, rate and pitch (shipped, text only). Audio is 16 kHz mono 16-bit FLAC, made with
+``espeak-ng -v V -s R -p P --stdout TEXT | sox -q -D -v 0.8 -t wav - -r 16000 -c 1 -b 16
+out.flac`` (``-D`` turns dithering off, which makes the output byte-for-byte reproducible). The
+output is a function of the seed and the installed espeak-ng and sox.
 
-Usage: python tools/make_synthetic_corpus.py [--out embedded] [--pretrain-dir
+Usage: python tools/embedded/make_synthetic_corpus.py [--out embedded] [--pretrain-dir
 embedded/.cache/pretrain] [--seed 1986] [--n-pretrain 3000] [--n-extra 9000] [--jobs 2]
 """
 

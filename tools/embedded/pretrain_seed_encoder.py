@@ -15,7 +15,7 @@ recipe does for downsampling factors >= 3). ``--init`` continues from an earlier
 
 Writes ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` to ``--out``.
 
-Usage: python tools/pretrain_seed_encoder.py [--data embedded/LibriSpeech]
+Usage: python tools/embedded/pretrain_seed_encoder.py [--data embedded/LibriSpeech]
 [--pretrain-dir embedded/.cache/pretrain] [--out embedded/seed_wavlm] [--steps 4000]
 [--init FOLDER] [--freeze-cnn] [--factor-mix 1:0.5,2:0.3,3:0.2] [--threads 1] [--seed 1986]
 """
@@ -226,9 +226,9 @@ def command_line(args):
     Returns
     -------
     str
-        ``python tools/pretrain_seed_encoder.py --data ... --steps ...``.
+        ``python tools/embedded/pretrain_seed_encoder.py --data ... --steps ...``.
     """
-    words = ["python", "tools/pretrain_seed_encoder.py"]
+    words = ["python", "tools/embedded/pretrain_seed_encoder.py"]
     for key, value in vars(args).items():
         flag = "--" + key.replace("_", "-")
         if value is True:

@@ -8,7 +8,7 @@ test-clean at the end, with the wall time of each epoch. ``--factor 2`` feeds th
 resampled to 8 kHz; ``--random-init`` replaces the weights by a random initialisation of the
 same configuration, for comparison.
 
-Usage: HF_HUB_OFFLINE=1 python tools/probe_seed_encoder.py [--encoder embedded/seed_wavlm]
+Usage: HF_HUB_OFFLINE=1 python tools/embedded/probe_seed_encoder.py [--encoder embedded/seed_wavlm]
 [--data embedded/LibriSpeech] [--factor 1] [--epochs 4] [--batch-size 8] [--lr 5e-4]
 [--threads 2] [--seed 1986] [--random-init]
 """
