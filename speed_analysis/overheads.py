@@ -42,8 +42,8 @@ def measure_inference_path(brain, dataset, batches, settings, repeats, device, c
         Number of alternations.
     device : str
         Device of the bare forward and of the timed tests.
-    cpu_path : ssl_ctc.cpu.path.CpuInferencePath, optional
-        The path the bare forwards run in (the tests' own path on CPU).
+    cpu_path : ssl_ctc.cpu.path.CpuInferencePath or HuggingFacePath, optional
+        The path the bare forwards run in (the tests' decision's path on CPU).
 
     Returns
     -------

@@ -8,7 +8,7 @@ median times: one record per variant (``variant_rows``), per extra setting
 
 Usage::
 
-    run_of = path_runner(CpuPaths.choose(baseline.modules, ["fp32"]))
+    run_of = path_runner(decide_cpu_inference(baseline.modules, ["fp32"]))
     entries = timed_entries(brains, run_of, front_end, hf_front_end, matmuls, "fp32", 2, [], [])
 """
 
@@ -24,25 +24,27 @@ from ssl_ctc.benchmarking.measurement import TimedEntry
 from ssl_ctc.precision import autocast
 
 
-def path_runner(paths):
+def path_runner(decisions):
     """``run_of(brain, precision)``: the brain's batch function on the five tests' path.
 
     ``run_of(brain, precision, batch_function)`` runs another function of the brain's
     modules on that path (the front end alone, with the kernels it runs in the forward).
 
-    On CPU, ``brain.infer_batch`` inside the ``ssl_ctc.cpu.path.CpuPaths`` path
-    for the precision (applied and undone around each batch: a class swap, the
-    weights packed once); without ``paths`` (GPU), ``brain.infer_batch``.
+    On CPU, ``brain.infer_batch`` on the path of the precision's decision
+    (``decisions``: ``ssl_ctc.cpu.decision.decide_cpu_inference``'s), as ``cpu_inference``
+    runs it (applied and undone around each batch: a class swap, the weights packed once;
+    the decision's autocast); without ``decisions`` (GPU), ``brain.infer_batch``.
     """
 
     def run_of(brain, precision, batch_function=None):
         batch_function = batch_function or brain.infer_batch
-        if paths is None:
+        if decisions is None:
             return batch_function
-        path = paths.of(brain.modules, precision)
+        decision = decisions[precision]
+        path = decision.path(brain.modules)
 
         def run_batch(wavs, wav_lens):
-            with path.applied():
+            with path.applied(), autocast("cpu", decision.precision):
                 return batch_function(wavs, wav_lens)
 
         return run_batch
@@ -100,15 +102,15 @@ def timed_entries(brains, run_of, front_end, hf_front_end, matmul_batch, precisi
     return entries
 
 
-def encoder_differences(brain, paths, batches):
-    """Each path's encoder output against Hugging Face's path on every batch (fp32 reference).
+def encoder_differences(brain, decisions, batches):
+    """Each decision's encoder output against Hugging Face's path on every batch (fp32 reference).
 
     Arguments
     ---------
     brain : ssl_ctc.SSLCTCBrain
         The baseline.
-    paths : dict
-        Precision -> ``CpuInferencePath`` of the brain's modules.
+    decisions : dict
+        Precision -> ``CpuDecision`` (``ssl_ctc.cpu.decision``).
     batches : list of tuple
         CPU batches.
 
@@ -120,8 +122,8 @@ def encoder_differences(brain, paths, batches):
     differences = {}
     with torch.inference_mode():
         references = [brain.encode(wavs, wav_lens) for wavs, wav_lens in batches]
-        for precision, path in paths.items():
-            with path.applied(), autocast("cpu", precision):
+        for precision, decision in decisions.items():
+            with decision.path(brain.modules).applied(), autocast("cpu", decision.precision):
                 outputs = [brain.encode(wavs, wav_lens).float() for wavs, wav_lens in batches]
             pairs = list(zip(outputs, references, strict=True))
             differences[precision] = {

@@ -7,9 +7,10 @@ all rows, repeated, rotated each repeat, the median kept. For each: time and
 GMACs ratios to the baseline (``ssl_ctc.benchmarking.macs.count_macs``),
 achieved GMAC/s and its fraction of the machine's own matmul throughput (a
 transformer layer's linear layers at the baseline's frame counts, same
-round-robin). On CPU the paths are ``ssl_ctc.cpu.path.CpuPaths``' (the five
-tests' policy), compared with Hugging Face's path, int8, bf16 where the CPU has
-bf16 instructions, ONNX Runtime and GEMM limits. Then the five tests' path and
+round-robin). On CPU the paths are the five tests' decisions
+(``ssl_ctc.cpu.decision.decide_cpu_inference``, one per precision compared: the
+same function the five tests call), compared with Hugging Face's path, int8, bf16
+where the CPU has bf16 instructions, ONNX Runtime and GEMM limits. Then the five tests' path and
 the LM against bare forwards (``speed_analysis.overheads``).
 
 Usage::
@@ -50,9 +51,10 @@ from ssl_ctc.benchmarking.measurement import round_robin
 from ssl_ctc.benchmarking.records import utc_timestamp
 from ssl_ctc.benchmarking.settings import BenchmarkSettings
 from ssl_ctc.cpu.allocator import use_allocator
+from ssl_ctc.cpu.decision import decide_cpu_inference
 from ssl_ctc.cpu.kernels import usable_backends
 from ssl_ctc.cpu.machine import cpu_flags, cpu_name, has_bf16_instructions
-from ssl_ctc.cpu.path import CpuPaths, HuggingFacePath
+from ssl_ctc.cpu.path import HuggingFacePath
 from ssl_ctc.encoder import SAMPLE_RATE, encoder_frames
 
 
@@ -82,7 +84,7 @@ def run(arguments, work_folder):
     save_results(results, arguments.output_folder, complete=False)
     if not arguments.skip_inference_path:
         print("measuring the five tests' path and LM ...", flush=True)
-        results.update(measure_overheads(arguments, setup, batches, timed["paths"]))
+        results.update(measure_overheads(arguments, setup, batches, timed["decisions"]))
         save_results(results, arguments.output_folder, complete=False)
     if arguments.wer_experiment is not None:
         results["wer_change"] = precision_wer_change(
@@ -134,57 +136,73 @@ def hugging_face_forward(brain):
     return run_batch
 
 
-def choose_cpu_paths(baseline, backend, cpu_batches, allocator_setting="keep_freed"):
-    """The five tests' CPU paths for the precisions compared, and what the choice recorded.
+def decide_cpu_rows(baseline, backend, cpu_batches, precision, allocator_setting="keep_freed"):
+    """The five tests' CPU decisions for the precisions compared, and what they recorded.
+
+    One ``decide_cpu_inference`` for every precision compared and the main one (the five
+    tests' decision: kernels, front end, the reduced-precision check and its fallbacks),
+    made on the baseline with the five tests' probe; every variant runs it.
 
     Returns
     -------
     tuple
-        ``(paths, record)``: a ``CpuPaths`` and the ``cpu_paths`` part of ``speed.json``
-        (flags, measurements, choices, each path's encoder output against Hugging Face's).
+        ``(decisions, record)``: precision -> ``CpuDecision``, and the ``cpu_paths`` part of
+        ``speed.json`` (flags, measurements, choices, each precision's check and fallbacks,
+        each decision's encoder output against Hugging Face's).
     """
     # Before any row is timed, so that every row runs with the same allocator.
     allocator = use_allocator(allocator_setting)
     compared = ["fp32", "int8"] + (["bf16"] if has_bf16_instructions() else [])
     # the five tests' probe: a representative batch (the median one of the sorted set)
     probe_batch = cpu_batches[len(cpu_batches) // 2]
-    paths = CpuPaths.choose(baseline.modules, compared, backend,
-                            probe=lambda: baseline.infer_batch(*probe_batch))
-    record = {"flags": cpu_flags(), "allocator": allocator, **paths.measurements,
-              "fp32_backend": paths.fp32_backend, "fp32_path": paths.fp32_path,
-              **({"bf16_backend": paths.bf16_backend} if "bf16" in compared else {}),
-              "front_ends": paths.front_ends, "compared_precisions": compared,
-              "bf16_instructions": has_bf16_instructions()}
+    decisions = decide_cpu_inference(baseline.modules, [*compared, precision], backend,
+                                     probe=lambda: baseline.infer_batch(*probe_batch))
+    choices = decisions["fp32"].choices  # shared by the precisions decided together
+    record = {"flags": cpu_flags(), "allocator": allocator, **choices.measurements,
+              "fp32_backend": choices.fp32_backend, "fp32_path": choices.fp32_path,
+              **({"bf16_backend": choices.bf16_backend} if "bf16" in compared else {}),
+              "front_ends": choices.front_ends, "compared_precisions": compared,
+              "bf16_instructions": has_bf16_instructions(),
+              "decision_setup_time_s": decisions["fp32"].setup_time_s,
+              "decisions": {name: {"precision": decision.precision,
+                                   "backend": decision.backend,
+                                   "front_end": decision.front_end,
+                                   "fp32_fallbacks": decision.fallbacks,
+                                   "precision_check": decision.check}
+                            for name, decision in decisions.items()}}
     record["encoder_differences"] = encoder_differences(
-        baseline, {name: paths.of(baseline.modules, name) for name in compared}, cpu_batches)
-    return paths, record
+        baseline, {name: decisions[name] for name in compared}, cpu_batches)
+    return decisions, record
 
 
 def time_rows(arguments, setup, work, batches, work_folder):
-    """Choose the CPU paths, build every row, time them in one round-robin.
+    """Decide the CPU rows, build every row, time them in one round-robin.
 
     Returns
     -------
     dict
         ``times`` and ``cpu_times`` (label -> seconds per repeat), ``medians``,
-        ``extra`` (the extra settings), ``paths`` (``CpuPaths``, None on GPU) and
-        ``cpu_paths`` (the CPU comparison's record, None on GPU).
+        ``extra`` (the extra settings), ``decisions`` (precision -> ``CpuDecision``, None on
+        GPU) and ``cpu_paths`` (the CPU comparison's record, None on GPU).
     """
     device, precision, threads = arguments.device, arguments.precision, arguments.threads[0]
     brains, config = setup["brains"], setup["config"]
     baseline = brains["baseline"]
     on_cpu = not device.startswith("cuda")
-    paths, cpu_paths, cpu_rows, matmul_backends = None, None, [], ["aten"]
+    decisions, cpu_paths, cpu_rows, matmul_backends = None, None, [], ["aten"]
+    run_precision = precision  # what the main rows run: on CPU, the decision's precision
     if on_cpu:
-        print("choosing the CPU path, exporting to ONNX ...", flush=True)
-        paths, cpu_paths = choose_cpu_paths(baseline, arguments.cpu_backend, setup["cpu_batches"],
-                                           arguments.cpu_allocator)
+        print("deciding the CPU path, exporting to ONNX ...", flush=True)
+        decisions, cpu_paths = decide_cpu_rows(baseline, arguments.cpu_backend,
+                                               setup["cpu_batches"], precision,
+                                               arguments.cpu_allocator)
+        run_precision = decisions[precision].precision
         matmul_backends += ["onednn", "int8"] + (list(usable_backends("bf16"))
                                                  if cpu_paths["bf16_instructions"] else [])
-    run_of = path_runner(paths)
+    run_of = path_runner(decisions)
     if on_cpu:
         cpu_rows.append(("baseline, HF path", hugging_face_forward(baseline), "fp32"))
-        cpu_rows += [(f"baseline {name}", run_of(baseline, name), name)
+        cpu_rows += [(f"baseline {name}", run_of(baseline, name), decisions[name].precision)
                      for name in cpu_paths["compared_precisions"] if name != precision]
     matmuls = {backend: layer_matmuls(config.hidden_size, config.intermediate_size,
                                       work["rows_by_samples"], device, backend)
@@ -200,7 +218,7 @@ def time_rows(arguments, setup, work, batches, work_folder):
     entries = timed_entries(
         brains, run_of, run_of(baseline, precision, front_end_only(baseline)),
         front_end_only(baseline, channels_first=True),
-        matmuls["aten"], precision, threads, extra, cpu_rows)
+        matmuls["aten"], run_precision, threads, extra, cpu_rows)
     print(f"timing {len(entries)} rows x {arguments.repeats} repeats ...", flush=True)
     times, cpu_times = round_robin(entries, batches, arguments.repeats, device,
                                    warmup_batches=len(batches) if arguments.compile else 1)
@@ -211,7 +229,7 @@ def time_rows(arguments, setup, work, batches, work_folder):
                          theoretical_fp32_peak=theoretical_fp32_peak_gmacs(
                              cpu_paths["flags"]["flags"], threads))
     return {"times": times, "cpu_times": cpu_times, "medians": medians, "extra": extra,
-            "paths": paths, "cpu_paths": cpu_paths}
+            "decisions": decisions, "cpu_paths": cpu_paths}
 
 
 def results_record(arguments, setup, work, timed, load_before):
@@ -270,7 +288,7 @@ def results_record(arguments, setup, work, timed, load_before):
     }
 
 
-def measure_overheads(arguments, setup, batches, paths):
+def measure_overheads(arguments, setup, batches, decisions):
     """The five tests' path and the LM against bare forwards, on the baseline (``overheads``)."""
     device, precision, threads = arguments.device, arguments.precision, arguments.threads[0]
     baseline = setup["brains"]["baseline"]
@@ -280,6 +298,6 @@ def measure_overheads(arguments, setup, batches, paths):
         cpu_precision="fp32" if device.startswith("cuda") else precision,
         gpu_precision=precision if device.startswith("cuda") else "fp32", mac_batches=1,
         lm_path=arguments.lm_path)
-    cpu_path = None if paths is None else paths.of(baseline.modules, precision)
+    cpu_path = None if decisions is None else decisions[precision].path(baseline.modules)
     return measure_inference_path(baseline, setup["dataset"], batches, settings,
                                   arguments.repeats, device, cpu_path)

@@ -21,7 +21,7 @@ The core (training a strategy):
 Sub-packages:
 
 - ``benchmarking``: the five tests' parts (settings, measurement, MACs, records, summary);
-- ``cpu``: the one CPU plan (kernels, checked reduced precisions, front end, machine facts);
+- ``cpu``: the one CPU decision (kernels, checked reduced precisions, front end, machine facts);
 - ``inference``: the experiment's ``inference/`` folder (writer, loader, runtime, model card),
   transcription and ONNX export.
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 
+from ssl_ctc.cpu.front_end import use_matmul_front_end
 from ssl_ctc.errors import ConfigurationError
-from ssl_ctc.front_end import use_matmul_front_end
 
 SAMPLE_RATE = 16000  # what the SSL encoders were pre-trained on
 # Hugging Face model types the recipe fine-tunes (config.json "model_type").

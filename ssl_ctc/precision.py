@@ -1,6 +1,6 @@
 """Precision names, one home: which exist per device and how each is entered.
 
-On GPU a reduced precision is autocast; on CPU ``ssl_ctc.cpu.plan.cpu_inference``
+On GPU a reduced precision is autocast; on CPU ``ssl_ctc.cpu.decision.cpu_inference``
 chooses the kernels (bf16 autocast inside, int8 linear layers, fp32 fallbacks).
 
 Usage::
@@ -13,7 +13,7 @@ import contextlib
 
 import torch
 
-# CPU precisions of ``ssl_ctc.cpu.plan.cpu_inference`` ("auto": measured and checked).
+# CPU precisions of ``ssl_ctc.cpu.decision.cpu_inference`` ("auto": measured and checked).
 CPU_PRECISIONS = ("fp32", "bf16", "int8", "auto")
 
 

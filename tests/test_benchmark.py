@@ -105,9 +105,9 @@ def test_greedy_tests_run_before_the_lm_workers_start(tmp_path, monkeypatch):
         decoder_close(self)
         live_decoders.remove(self)
 
-    def recording_test(brain, dataset, settings, device, lm_decoder, cpu_plans):
+    def recording_test(brain, dataset, settings, device, lm_decoder, cpu_decisions):
         seen.append((lm_decoder is not None, len(live_decoders)))
-        return run_test(brain, dataset, settings, device, lm_decoder, cpu_plans)
+        return run_test(brain, dataset, settings, device, lm_decoder, cpu_decisions)
 
     monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "__init__", counting_init)
     monkeypatch.setattr(ssl_ctc.lm_decoding.LMDecoder, "close", counting_close)
@@ -176,9 +176,9 @@ def test_no_allocator_call_between_the_warm_up_and_the_timed_passes(tmp_path, mo
     assert measures["total_time_s"] == sorted(measures["timed_pass_times_s"])[1]  # the median
 
 
-def test_cpu_plan_made_once_per_model(two_runs):
+def test_cpu_decision_made_once_per_model(two_runs):
     """The kernel choice and the reduced-precision check run at the first CPU test of a run
-    (their time recorded apart), the later tests reuse the plan."""
+    (their time recorded apart), the later tests reuse the decision."""
     for records in (two_runs["first"], two_runs["second"]):
         greedy, with_lm = by_test(records)["cpu_greedy"], by_test(records)["cpu_lm"]
         assert greedy["cpu_plan_reused"] is False and greedy["cpu_plan_setup_time_s"] > 0

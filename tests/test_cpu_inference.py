@@ -14,6 +14,8 @@ from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
 from ssl_ctc.benchmarking.summary import precision_check_text
 from ssl_ctc.cpu.attention import FastWavLMAttention
 from ssl_ctc.cpu.check import MODULE_TOLERANCE, OUTPUT_TOLERANCE, relative_error
+from ssl_ctc.cpu.decision import CpuChoices, cpu_inference, decide_cpu_inference
+from ssl_ctc.cpu.front_end import FRONT_ENDS, use_matmul_front_end
 from ssl_ctc.cpu.kernels import (
     INT8_IMPLEMENTATIONS,
     KERNELS,
@@ -25,9 +27,7 @@ from ssl_ctc.cpu.kernels import (
     usable_backends,
 )
 from ssl_ctc.cpu.machine import has_bf16_instructions
-from ssl_ctc.cpu.path import FRONT_ENDS, CpuInferencePath, CpuPaths
-from ssl_ctc.cpu.plan import cpu_inference
-from ssl_ctc.front_end import use_matmul_front_end
+from ssl_ctc.cpu.path import CpuInferencePath
 from ssl_ctc.precision import autocast
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,9 +66,9 @@ def test_fp32_matches_hugging_face_on_padded_batches(classes, backend):
     keys = list(modules.state_dict())
     with torch.inference_mode():
         expected = _forward(modules, wavs, mask)
-        with cpu_inference(modules, "fp32", backend) as plan:
+        with cpu_inference(modules, "fp32", backend) as decision:
             fast = _forward(modules, wavs, mask)
-            assert plan.precision == "fp32" and plan.backend in ("aten", "onednn")
+            assert decision.precision == "fp32" and decision.backend in ("aten", "onednn")
     assert (fast - expected).abs().max() < 1e-4
     assert list(modules.state_dict()) == keys
     assert all(type(module) is not FastWavLMAttention for module in modules.modules())
@@ -80,9 +80,9 @@ def test_int8_close_and_bf16_close_on_wavlm():
     with torch.inference_mode():
         expected = _forward(modules, wavs, mask)
         for precision, tolerance in (("int8", 0.1), ("bf16", 0.1)):
-            with cpu_inference(modules, precision) as plan:
+            with cpu_inference(modules, precision) as decision:
                 output = _forward(modules, wavs, mask).float()
-            assert plan.precision == precision
+            assert decision.precision == precision
             assert (output - expected).norm() / expected.norm() < tolerance
 
 
@@ -90,13 +90,13 @@ def test_auto_precision_is_fp32_without_bf16_instructions_and_recorded():
     modules = _model(WavLMConfig, WavLMModel)
     wavs, mask = _padded_batch()
     with torch.inference_mode(), cpu_inference(
-            modules, "auto", probe=lambda: _forward(modules, wavs, mask)) as plan:
+            modules, "auto", probe=lambda: _forward(modules, wavs, mask)) as decision:
         _forward(modules, wavs, mask)
-    record = plan.record()
+    record = decision.record()
     assert record["requested_precision"] == "auto" and "cpu_precision" not in record
-    assert plan.precision in ("fp32", "bf16")
+    assert decision.precision in ("fp32", "bf16")
     if not has_bf16_instructions():
-        assert plan.precision == "fp32"
+        assert decision.precision == "fp32"
     assert "flags" in record["cpu_flags"]
 
 
@@ -125,9 +125,9 @@ def test_front_end_choice_is_measured_recorded_and_exact():
     wavs, mask = _padded_batch()
     with torch.inference_mode():
         expected = _forward(modules, wavs, mask)
-        with cpu_inference(modules, "fp32") as plan:
-            chosen = plan.record()
-            assert front_end.use_matmuls == (plan.front_end == "matmul")
+        with cpu_inference(modules, "fp32") as decision:
+            chosen = decision.record()
+            assert front_end.use_matmuls == (decision.front_end == "matmul")
         for name in FRONT_ENDS:
             with CpuInferencePath(modules, "onednn", front_end=name).applied():
                 assert front_end.use_matmuls == (name == "matmul")
@@ -153,11 +153,11 @@ def test_front_end_convolutions_run_packed_kernels_in_fp32_only(precision, monke
         return onednn_kernel(linear)
 
     monkeypatch.setitem(KERNELS, "onednn", counting_onednn)
-    paths = CpuPaths("onednn", {precision: "matmul"})
+    choices = CpuChoices("onednn", {precision: "matmul"})
     with torch.inference_mode():
         expected = front_end(wavs)
         for _ in range(2):
-            with paths.of(modules, precision).applied(), autocast("cpu", precision):
+            with choices.path(modules, precision).applied(), autocast("cpu", precision):
                 kernels = front_end.conv_kernels
                 output = front_end(wavs)
     convs = [layer.conv.weight.data_ptr() for layer in front_end.conv_layers]
@@ -173,49 +173,53 @@ def test_front_end_convolutions_run_packed_kernels_in_fp32_only(precision, monke
         CpuInferencePath(modules, "aten", front_end="conv")
 
 
-def test_int8_plan_runs_its_front_end_on_the_measured_fp32_kernel():
-    """``cpu_inference`` in int8 (the five tests) measures the fp32 kernel as the speed script's
-    ``CpuPaths.choose`` does: the int8 path's fp32 CNN front end runs it, not ``F.linear``."""
+def test_int8_decision_runs_its_front_end_on_the_measured_fp32_kernel():
+    """``cpu_inference`` in int8 (the five tests) measures the fp32 kernel: the int8 path's fp32
+    CNN front end runs it, not ``F.linear``."""
     modules = _model(WavLMConfig, WavLMModel)
     front_end = modules["ssl"].feature_extractor
     wavs, _ = _padded_batch()
-    with torch.inference_mode(), cpu_inference(modules, "int8") as plan:
+    with torch.inference_mode(), cpu_inference(modules, "int8") as decision:
         kernels = front_end.conv_kernels
-    rates = plan.measurements["fp32_backend_gmacs_per_s"]
+    rates = decision.measurements["fp32_backend_gmacs_per_s"]
     assert sorted(rates) == sorted(usable_backends("fp32"))
-    assert plan.front_end in FRONT_ENDS
-    assert (kernels is not None) == (plan.front_end == "matmul")
+    assert decision.front_end in FRONT_ENDS
+    assert (kernels is not None) == (decision.front_end == "matmul")
 
 
 def test_no_front_end_recorded_without_a_matmul_front_end():
     modules = torch.nn.Sequential(torch.nn.Linear(8, 8))
     for backend in ("auto", "aten"):
-        with torch.inference_mode(), cpu_inference(modules, "fp32", backend) as plan:
+        with torch.inference_mode(), cpu_inference(modules, "fp32", backend) as decision:
             pass
-        assert plan.front_end is None and plan.record()["cpu_front_end"] is None
-        assert "front_end_seconds" not in plan.measurements
+        assert decision.front_end is None and decision.record()["cpu_front_end"] is None
+        assert "front_end_seconds" not in decision.measurements
 
 
-def test_cpu_paths_run_what_the_five_tests_run():
-    """The speed script's paths: the plan's kernel per precision, weights packed once."""
+def test_precisions_decided_together_run_what_each_decided_alone_runs():
+    """The speed script decides its precisions together (``decide_cpu_inference``), the five
+    tests one at a time (``cpu_inference``): the same kernels, check and fallbacks; one cache
+    of packed weights for the precisions decided together."""
     modules = _model(WavLMConfig, WavLMModel)
-    paths = CpuPaths.choose(modules, ["fp32", "int8"])
-    assert paths.fp32_backend in ("aten", "onednn")
-    assert sorted(paths.front_ends) == ["fp32", "int8"]
-    assert paths.front_ends["fp32"] == paths.front_ends["int8"] in FRONT_ENDS
+    decided = decide_cpu_inference(modules, ["fp32", "int8"])
+    choices = decided["fp32"].choices
+    assert decided["int8"].choices is choices and choices.fp32_backend in ("aten", "onednn")
+    assert sorted(choices.front_ends) == ["fp32", "int8"]
+    assert choices.front_ends["fp32"] == choices.front_ends["int8"] in FRONT_ENDS
+    assert decided["int8"].check["layers_checked"] > 0  # checked, as the five tests' int8
     wavs, mask = _padded_batch()
     with torch.inference_mode():
         for precision in ("fp32", "int8"):
-            with cpu_inference(modules, precision, paths.fp32_backend) as plan:
+            with cpu_inference(modules, precision, choices.fp32_backend) as decision:
                 expected = _forward(modules, wavs, mask)
-            path = paths.of(modules, precision)
-            assert path.backend == plan.backend
-            with path.applied():
+            assert decided[precision].backend == decision.backend
+            assert decided[precision].fp32_layers == decision.fp32_layers
+            with decided[precision].path(modules).applied():
                 torch.testing.assert_close(_forward(modules, wavs, mask), expected)
-        cached = len(paths.kernel_cache)
-        with paths.of(modules, "int8").applied():
+        cached = len(choices.kernel_cache)
+        with decided["int8"].path(modules).applied():
             pass
-    assert cached == len(paths.kernel_cache) > 0
+    assert cached == len(choices.kernel_cache) > 0
 
 
 def _faulty_grouped_conv_under_bf16(monkeypatch):
@@ -239,19 +243,19 @@ def test_bf16_layer_with_a_wrong_kernel_runs_in_fp32_and_is_recorded(monkeypatch
         expected = _forward(modules, wavs, mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             unchecked = _forward(modules, wavs, mask).float()
-        with cpu_inference(modules, "bf16") as plan:
+        with cpu_inference(modules, "bf16") as decision:
             checked = _forward(modules, wavs, mask).float()
     assert relative_error(unchecked, expected) > 0.2  # the fault shows without the check
     assert relative_error(checked, expected) < 0.05
-    assert plan.precision == "bf16"
-    assert list(plan.fallbacks) == ["ssl.encoder.pos_conv_embed.conv"]
-    assert "bf16 kernel off by" in plan.fallbacks["ssl.encoder.pos_conv_embed.conv"]
-    record = plan.record()
-    assert record["cpu_fp32_fallbacks"] == plan.fallbacks
+    assert decision.precision == "bf16"
+    assert list(decision.fallbacks) == ["ssl.encoder.pos_conv_embed.conv"]
+    assert "bf16 kernel off by" in decision.fallbacks["ssl.encoder.pos_conv_embed.conv"]
+    record = decision.record()
+    assert record["cpu_fp32_fallbacks"] == decision.fallbacks
     assert record["cpu_precision_check"]["largest_layer_error"] > MODULE_TOLERANCE["bf16"]
     conv_precisions = record["cpu_precision_check"]["layer_precisions"]["Conv1d"]
     assert conv_precisions["fp32"] == 1 and conv_precisions["bf16"] >= 1
-    summary_text = precision_check_text({**record, "precision": plan.precision})
+    summary_text = precision_check_text({**record, "precision": decision.precision})
     assert summary_text.startswith("bf16, output") or summary_text.startswith("bf16, layers")
     assert summary_text.endswith(f"in fp32: 1 of {sum(conv_precisions.values())} Conv1d")
     assert "forward" not in vars(modules["ssl"].encoder.pos_conv_embed.conv)  # restored
@@ -268,9 +272,9 @@ def test_int8_layer_with_a_wrong_kernel_runs_in_fp32(monkeypatch):
     monkeypatch.setitem(KERNELS, "int8", faulty_int8)
     with torch.inference_mode():
         expected = _forward(modules, wavs, mask)
-        with cpu_inference(modules, "int8") as plan:
+        with cpu_inference(modules, "int8") as decision:
             output = _forward(modules, wavs, mask)
-    assert list(plan.fallbacks) == ["head"]
+    assert list(decision.fallbacks) == ["head"]
     assert relative_error(output, expected) < 0.1
 
 
@@ -283,11 +287,11 @@ def test_precision_whose_output_is_wrong_is_refused(monkeypatch):
         output = _forward(modules, wavs, mask)
         return output.flip(-1) if torch.is_autocast_enabled("cpu") else output
 
-    with torch.inference_mode(), cpu_inference(modules, "bf16", probe=probe) as plan:
+    with torch.inference_mode(), cpu_inference(modules, "bf16", probe=probe) as decision:
         assert not torch.is_autocast_enabled("cpu")
-    assert plan.precision == "fp32" and plan.requested_precision == "bf16"
-    assert "output off by" in plan.fallbacks["model"]
-    assert plan.check["output_error"] > OUTPUT_TOLERANCE["bf16"]
+    assert decision.precision == "fp32" and decision.requested_precision == "bf16"
+    assert "output off by" in decision.fallbacks["model"]
+    assert decision.check["output_error"] > OUTPUT_TOLERANCE["bf16"]
 
 
 def test_check_passes_on_a_correct_kernel():
@@ -295,11 +299,11 @@ def test_check_passes_on_a_correct_kernel():
     wavs, mask = _padded_batch()
     for precision in ("bf16", "int8"):
         with torch.inference_mode(), cpu_inference(
-                modules, precision, probe=lambda: _forward(modules, wavs, mask)) as plan:
+                modules, precision, probe=lambda: _forward(modules, wavs, mask)) as decision:
             pass
-        assert plan.precision == precision and plan.fallbacks == {}
-        assert plan.check["output_error"] <= OUTPUT_TOLERANCE[precision]
-        assert plan.check["layers_checked"] > 0
+        assert decision.precision == precision and decision.fallbacks == {}
+        assert decision.check["output_error"] <= OUTPUT_TOLERANCE[precision]
+        assert decision.check["layers_checked"] > 0
 
 
 @pytest.fixture
@@ -331,10 +335,10 @@ def test_a_private_kernel_that_breaks_is_left_out(monkeypatch, fault, precision,
     wavs, mask = _padded_batch()
     with torch.inference_mode():
         expected = _forward(modules, wavs, mask)
-        with cpu_inference(modules, precision) as plan:
+        with cpu_inference(modules, precision) as decision:
             output = _forward(modules, wavs, mask).float()
-    assert plan.backend == public
-    assert sorted(plan.measurements[f"{precision}_backend_gmacs_per_s"]) == [public]
+    assert decision.backend == public
+    assert sorted(decision.measurements[f"{precision}_backend_gmacs_per_s"]) == [public]
     assert relative_error(output, expected) < {"fp32": 1e-5, "bf16": OUTPUT_TOLERANCE["bf16"]}[
         precision]
     if precision == "fp32":
@@ -357,10 +361,10 @@ def test_int8_runs_torchao_where_the_quantized_engine_is_gone(monkeypatch,
     wavs, mask = _padded_batch()
     with torch.inference_mode():
         expected = _forward(modules, wavs, mask)
-        with cpu_inference(modules, "int8") as plan:
+        with cpu_inference(modules, "int8") as decision:
             output = _forward(modules, wavs, mask)
-    assert plan.precision == "int8" and not plan.fallbacks
-    assert plan.record()["cpu_int8_implementation"] == "torchao"
+    assert decision.precision == "int8" and not decision.fallbacks
+    assert decision.record()["cpu_int8_implementation"] == "torchao"
     assert relative_error(output, expected) < OUTPUT_TOLERANCE["int8"]
 
 
@@ -400,10 +404,10 @@ def test_bf16_linears_run_their_kernel_and_a_wrong_one_runs_in_fp32(monkeypatch)
         monkeypatch.setitem(KERNELS, name, counting(factory))
     with torch.inference_mode():
         expected = _forward(modules, wavs, mask)
-        with cpu_inference(modules, "bf16") as plan:
+        with cpu_inference(modules, "bf16") as decision:
             calls.clear()  # the check's calls
             output = _forward(modules, wavs, mask).float()
-    assert plan.precision == "bf16" and list(plan.fallbacks) == ["head"]
+    assert decision.precision == "bf16" and list(decision.fallbacks) == ["head"]
     assert calls[SMALL["intermediate_size"]] > 0 and calls[31] == 0
     assert relative_error(output, expected) < OUTPUT_TOLERANCE["bf16"]
 
@@ -414,7 +418,7 @@ import torch
 # The library and the entry points, imported: malloc untouched.
 import benchmark, ssl_ctc.benchmarking.five_tests, transcribe
 from ssl_ctc.cpu.allocator import allocator_in_use, use_allocator
-from ssl_ctc.cpu.plan import cpu_inference
+from ssl_ctc.cpu.decision import cpu_inference
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -432,11 +436,11 @@ def mmapped_by_a_large_tensor():
     return mallinfo2().hblkhd - before >= 16 << 20
 
 modules = torch.nn.Sequential(torch.nn.Linear(8, 8))
-with torch.inference_mode(), cpu_inference(modules, "fp32") as plan:
-    library = mmapped_by_a_large_tensor(), plan.record()["cpu_allocator"]
+with torch.inference_mode(), cpu_inference(modules, "fp32") as decision:
+    library = mmapped_by_a_large_tensor(), decision.record()["cpu_allocator"]
 chosen = use_allocator(sys.argv[1])
-with torch.inference_mode(), cpu_inference(modules, "fp32") as plan:
-    program = mmapped_by_a_large_tensor(), plan.record()["cpu_allocator"]
+with torch.inference_mode(), cpu_inference(modules, "fp32") as decision:
+    program = mmapped_by_a_large_tensor(), decision.record()["cpu_allocator"]
 print(json.dumps({"library": library, "program": program, "chosen": chosen}))
 """
 
@@ -451,7 +455,7 @@ def _malloc_probe(setting):
 def test_library_leaves_malloc_alone_and_the_program_may_opt_in():
     """Importing the library and running ``cpu_inference`` leave glibc's malloc as it was (a
     64 MB tensor is mmap'd); ``use_allocator("keep_freed")``, a program's choice, serves it
-    from the heap (no fresh pages that every forward would fault in again), and the plan's
+    from the heap (no fresh pages that every forward would fault in again), and the decision's
     record says which allocator ran each time."""
     probe = _malloc_probe("keep_freed")
     if probe is None:
@@ -530,62 +534,62 @@ def test_peak_memory_counts_memory_the_allocator_kept():
     assert peak_mb > 200
 
 
-def test_cpu_plans_decide_once_per_model_until_its_weights_change(monkeypatch):
-    """``CpuPlans`` measures the kernels once per model, precision and backend; an in-place
-    update of a weight (an optimizer step, ``load_state_dict``) makes a new plan, another
-    model gets its own; without ``plans`` every block decides anew."""
-    from ssl_ctc.cpu import plan as cpu_plan
+def test_cpu_decisions_decide_once_per_model_until_its_weights_change(monkeypatch):
+    """``CpuDecisions`` measures the kernels once per model, precision and backend; an in-place
+    update of a weight (an optimizer step, ``load_state_dict``) makes a new decision, another
+    model gets its own; without ``decisions`` every block decides anew."""
+    from ssl_ctc.cpu import decision as cpu_decision
 
-    decisions = []
-    decide = cpu_plan.plan_cpu_inference
+    decided = []
+    decide = cpu_decision._decide
 
     def counting(*args, **kwargs):
-        decisions.append(args[1])
+        decided.extend(args[1])
         return decide(*args, **kwargs)
 
-    monkeypatch.setattr(cpu_plan, "plan_cpu_inference", counting)
-    plans = cpu_plan.CpuPlans()
+    monkeypatch.setattr(cpu_decision, "_decide", counting)
+    kept = cpu_decision.CpuDecisions()
     model, other = (torch.nn.Sequential(torch.nn.Linear(8, 8)) for _ in range(2))
     inputs = torch.randn(3, 8)
     with torch.inference_mode():
         for _ in range(2):
-            with cpu_inference(model, "fp32", plans=plans) as plan:
+            with cpu_inference(model, "fp32", decisions=kept) as decision:
                 output = model(inputs)
-        assert decisions == ["fp32"] and plan.reused and plan.record()["cpu_plan_reused"]
-        with cpu_inference(model, "int8", plans=plans):
+        assert decided == ["fp32"] and decision.reused and decision.record()["cpu_plan_reused"]
+        with cpu_inference(model, "int8", decisions=kept):
             pass
-        with cpu_inference(other, "fp32", plans=plans):
+        with cpu_inference(other, "fp32", decisions=kept):
             pass
-        assert decisions == ["fp32", "int8", "fp32"]
+        assert decided == ["fp32", "int8", "fp32"]
     with torch.no_grad():
         model[0].weight.mul_(2)
-    with torch.inference_mode(), cpu_inference(model, "fp32", plans=plans) as plan:
+    with torch.inference_mode(), cpu_inference(model, "fp32", decisions=kept) as decision:
         doubled = model(inputs)
-    assert not plan.reused and decisions[-1] == "fp32" and len(decisions) == 4
+    assert not decision.reused and decided[-1] == "fp32" and len(decided) == 4
     assert not torch.allclose(doubled, output)  # the new weights ran, not stale packed ones
-    with torch.inference_mode(), cpu_inference(model, "fp32") as plan:
+    with torch.inference_mode(), cpu_inference(model, "fp32") as decision:
         pass
-    assert len(decisions) == 5 and plan.setup_time_s > 0
+    assert len(decided) == 5 and decision.setup_time_s > 0
 
 
 def test_fp32_runs_hugging_face_layers_where_the_whole_model_measured_faster(monkeypatch):
     """Where the whole model on the recipe's path measured slower on the probe than on
     Hugging Face's own layers (``choose_path``), fp32 runs those, and the record says so;
     elsewhere the recipe's kernels run."""
-    from ssl_ctc.cpu import path as cpu_path
+    from ssl_ctc.cpu import decision as cpu_decision
 
     model = WavLMModel(WavLMConfig(**SMALL))
     use_matmul_front_end(model)
     model.eval()
     wavs = torch.randn(2, 4000)
     for winner in ("hugging_face", "recipe"):
-        monkeypatch.setattr(cpu_path, "choose_path",
+        monkeypatch.setattr(cpu_decision, "choose_path",
                             lambda modules, path, probe, winner=winner: (winner, {winner: 0.1}))
         with torch.inference_mode(), cpu_inference(model, "fp32",
-                                                   probe=lambda: model(wavs)) as plan:
+                                                   probe=lambda: model(wavs)) as decision:
             attention = type(model.encoder.layers[0].attention).__name__
             output = model(wavs).last_hidden_state
-        record = plan.record()
+        record = decision.record()
         if winner == "hugging_face":
             assert attention == "WavLMAttention"
             assert (record["cpu_backend"], record["cpu_front_end"]) == ("hugging_face",) * 2
@@ -603,5 +607,5 @@ def test_choose_path_measures_both_paths():
 
     model = WavLMModel(WavLMConfig(**SMALL))
     wavs = torch.randn(1, 4000)
-    path, seconds = choose_path(model, CpuPaths("aten").of(model, "fp32"), lambda: model(wavs))
+    path, seconds = choose_path(model, CpuInferencePath(model, "aten"), lambda: model(wavs))
     assert path in PATHS and set(seconds) == set(PATHS) and all(s > 0 for s in seconds.values())

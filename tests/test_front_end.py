@@ -6,7 +6,7 @@ import transformers
 
 import ssl_ctc.encoder
 from ssl_ctc.benchmarking import macs as mac_counting
-from ssl_ctc.front_end import MatmulFeatureEncoder, use_matmul_front_end
+from ssl_ctc.cpu.front_end import MatmulFeatureEncoder, use_matmul_front_end
 
 # Large models use LayerNorm convolution layers; base wav2vec 2.0 / HuBERT / WavLM use a
 # GroupNorm first layer and no norm after, without convolution biases.

@@ -1,7 +1,8 @@
 """The library's layout: data flows one way (nothing in the library imports a script, no
-script imports another), its modules import each other without a cycle, only a ``__main__``
-sets up logging, each concern has its package (distillation in ``ssl_ctc/distillation/``), and
-every row the recipe runs is defined once, in the registry."""
+script imports another, ``ssl_ctc/cpu/`` imports nothing of the library above it), its modules
+import each other without a cycle, only a ``__main__`` sets up logging, each concern has its
+package (distillation in ``ssl_ctc/distillation/``), every row the recipe runs is defined once,
+in the registry, and the CPU kernels are decided in one place, ``ssl_ctc/cpu/decision.py``."""
 
 import ast
 import importlib.util
@@ -275,3 +276,83 @@ def test_the_embedded_default_is_made_by_tools_embedded_only():
     programs = {str(path.relative_to(REPO)) for path in (REPO / "tools" / "embedded").iterdir()
                 if path.suffix in (".py", ".sh") and path.name != "synthetic_asr.py"}
     assert programs <= named, sorted(programs - named)
+
+
+# The CPU package sits below the rest of the library: it may import these leaves of ``ssl_ctc``
+# (which import nothing of ours), never a module that could import it back.
+CPU_PACKAGE = "ssl_ctc.cpu"
+CPU_LEAVES = {"ssl_ctc.precision", "ssl_ctc.imports"}
+
+
+def in_package(module, package):
+    """Whether the dotted ``module`` is ``package`` or one of its modules."""
+    return module == package or module.startswith(f"{package}.")
+
+
+def arrows_out_of(graph, package, leaves):
+    """``(module, target)`` of every import from ``package`` to a module outside it, not a leaf
+    (nor a package above it, which every import of one of its modules runs anyway)."""
+    return sorted((module, target) for module, targets in graph.items()
+                  if in_package(module, package) for target in targets
+                  if not in_package(target, package) and not in_package(package, target)
+                  and target not in leaves)
+
+
+def test_the_cpu_package_imports_nothing_above_it():
+    graph = import_graph(REPO, ["ssl_ctc"])
+    arrows = arrows_out_of(graph, CPU_PACKAGE, CPU_LEAVES)
+    assert not arrows, f"ssl_ctc/cpu imports the library above it: {arrows}"
+    assert all(not graph[leaf] for leaf in CPU_LEAVES), "a CPU leaf imports the library"
+    assert not (REPO / "ssl_ctc" / "front_end.py").exists()  # the front end lives in cpu/
+
+
+def test_the_check_sees_an_arrow_out_of_the_cpu_package(tmp_path):
+    (tmp_path / "lib" / "cpu").mkdir(parents=True)
+    for name in ("__init__.py", "cpu/__init__.py", "precision.py", "encoder.py"):
+        (tmp_path / "lib" / name).write_text("")
+    (tmp_path / "lib" / "cpu" / "a.py").write_text(
+        "from lib.precision import autocast\nfrom lib.cpu import b\n")
+    (tmp_path / "lib" / "cpu" / "b.py").write_text("def f():\n    from lib import encoder\n")
+    graph = import_graph(tmp_path, ["lib"])
+    assert arrows_out_of(graph, "lib.cpu", {"lib.precision"}) == [("lib.cpu.b", "lib.encoder")]
+
+
+# What measures a CPU choice (kernels, front end, whole-model path): only the one decision,
+# ``decide_cpu_inference``, calls them or builds choices, so that the five tests, transcription
+# and the speed script run the same decision. Tests may call them to test them.
+CPU_CHOICE_MEASUREMENTS = {"choose_backend", "choose_front_end", "choose_path", "CpuChoices"}
+CPU_DECISION = REPO / "ssl_ctc" / "cpu" / "decision.py"
+DECIDING_FILES = sorted({*LIBRARY_FILES, *SCRIPTS, *(REPO / "speed_analysis").rglob("*.py"),
+                         *(REPO / "tools").rglob("*.py")})
+
+
+def called_names(path):
+    """Names that ``path`` calls (``f()``, ``module.f()``, ``Class.method()``: ``Class``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            function = node.func
+            while isinstance(function, ast.Attribute):
+                names.add(function.attr)
+                function = function.value
+            if isinstance(function, ast.Name):
+                names.add(function.id)
+    return names
+
+
+@pytest.mark.parametrize("path", [path for path in DECIDING_FILES if path != CPU_DECISION],
+                         ids=lambda path: str(path.relative_to(REPO)))
+def test_cpu_kernels_are_decided_in_the_decision_only(path):
+    measuring = sorted(called_names(path) & CPU_CHOICE_MEASUREMENTS)
+    assert not measuring, (f"{path.relative_to(REPO)} calls {measuring}: decide through "
+                           "ssl_ctc.cpu.decision.decide_cpu_inference (or cpu_inference)")
+
+
+def test_the_check_sees_a_cpu_choice_outside_the_decision(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text("from ssl_ctc.cpu import kernels\n\n"
+                      "def f(linears, modules):\n    kernels.choose_backend(linears)\n"
+                      "    return CpuChoices.measured(modules, ['fp32'])\n")
+    assert called_names(module) & CPU_CHOICE_MEASUREMENTS == {"choose_backend", "CpuChoices"}
+    module.write_text("def f(modules):\n    return decide_cpu_inference(modules, ['fp32'])\n")
+    assert not called_names(module) & CPU_CHOICE_MEASUREMENTS

@@ -413,14 +413,14 @@ def test_auto_precision_is_measured_and_checked_on_the_files(experiments, test_c
     transcriber = Transcriber(folder, precision="auto")
     results = transcriber.transcribe(sorted(audio_paths(test_clean).values())[:3])
     assert all(result.error is None for result in results)
-    plan = transcriber.plan
-    assert plan.requested_precision == "auto"
-    assert "no probe" not in str(plan.measurements.get("auto", ""))
+    decision = transcriber.cpu_decision
+    assert decision.requested_precision == "auto"
+    assert "no probe" not in str(decision.measurements.get("auto", ""))
     if has_bf16_instructions():
-        assert "output_error" in plan.check  # bf16 checked against fp32 on the files
-        assert sorted(plan.measurements["probe_seconds"]) == ["bf16", "fp32"]
+        assert "output_error" in decision.check  # bf16 checked against fp32 on the files
+        assert sorted(decision.measurements["probe_seconds"]) == ["bf16", "fp32"]
     else:
-        assert plan.precision == "fp32"
+        assert decision.precision == "fp32"
 
 
 def test_a_moved_experiment_is_read_from_its_own_files(experiments, test_clean, tmp_path, capsys):

@@ -81,20 +81,20 @@ def measure(folder, process, first_order, work_folder):
     """In this process: the experiment's run as ``process``, then the five tests in both
     orders, ``first_order`` first; returns ``{order: {test: seconds}}``."""
     from ssl_ctc.benchmarking import five_tests
-    from ssl_ctc.cpu.plan import CpuPlans
+    from ssl_ctc.cpu.decision import CpuDecisions
     from ssl_ctc.recipe import run_recipe
 
     times = {}
 
     def five_tests_both_ways(brain, test_datasets, settings):
         tags, configured = next(iter(brain.benchmark_configurations()))
-        cpu_plans = CpuPlans()
+        cpu_decisions = CpuDecisions()
         orders = ORDERS if first_order == ORDERS[0] else ORDERS[::-1]
         with configured:
             for order in orders:
                 records = five_tests.run_five_tests(
                     brain, test_datasets, settings, {**tags, "clock_order": order},
-                    work_folder, cpu_plans, lm_first=order == "lm_first")
+                    work_folder, cpu_decisions, lm_first=order == "lm_first")
                 times[order] = {record["test"]: record["total_time_s"] for record in records
                                 if record["test"] in CPU_TEST_NAMES
                                 and record["status"] == "ok"}

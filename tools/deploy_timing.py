@@ -89,7 +89,7 @@ def time_configuration(folder, runtime, precision, paths, references, arguments)
     except Exception as error:  # a runtime not installed, no int8 graph: the row says so
         return {"error": f"{type(error).__name__}: {error}"}
     load = time.perf_counter() - start
-    transcriber.transcribe(paths)  # warm-up (and, for torch int8, the CPU plan's checks)
+    transcriber.transcribe(paths)  # warm-up (and, for torch int8, the CPU decision's checks)
     seconds = []
     for _ in range(arguments.repeats):
         start = time.perf_counter()

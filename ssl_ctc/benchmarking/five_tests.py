@@ -25,8 +25,8 @@ longest ones), with ``torch.inference_mode()``, a fixed CPU
 thread count and ``torch.cuda.synchronize()`` before a GPU timer is read; with
 ``benchmark_timed_passes`` above 1 the median pass is reported, every pass's time
 recorded. Nothing touches the allocator between the warm-up and the timer. The
-CPU plan (kernel choice, packed weights, reduced-precision check) is made once per
-model and kept for the later tests (``ssl_ctc.cpu.plan.CpuPlans``), its time
+CPU decision (kernel choice, packed weights, reduced-precision check) is made once per
+model and kept for the later tests (``ssl_ctc.cpu.decision.CpuDecisions``), its time
 recorded apart (``cpu_plan_setup_time_s``). The LM is loaded once, outside the
 timing, and its beam search runs in a process pool while the next batches go
 through the acoustic model. MACs are
@@ -62,8 +62,8 @@ from ssl_ctc.benchmarking.records import (
     package_versions,
     utc_timestamp,
 )
+from ssl_ctc.cpu.decision import CpuDecisions
 from ssl_ctc.cpu.machine import available_cpu_cores
-from ssl_ctc.cpu.plan import CpuPlans
 from ssl_ctc.lm_decoding import LMDecoder
 from ssl_ctc.names import CPU_TESTS, GPU_TESTS, MAC_TEST
 
@@ -93,7 +93,7 @@ def _skip_reason(device, listed, uses_lm, settings):
 
 
 def _timed_test_record(brain, test_set, dataset, settings, test, lm_decoder, common, threads,
-                       cpu_plans):
+                       cpu_decisions):
     """Runs one timed test, or records why it is skipped; returns its record.
 
     ``test`` is ``(name, device, listed in settings.devices, uses_lm)``;
@@ -113,7 +113,7 @@ def _timed_test_record(brain, test_set, dataset, settings, test, lm_decoder, com
         return {**record, "status": "skipped", "reason": reason}
     with brain_on(brain, device):
         measures = run_inference_test(
-            brain, dataset, settings, device, lm_decoder if uses_lm else None, cpu_plans
+            brain, dataset, settings, device, lm_decoder if uses_lm else None, cpu_decisions
         )
     return {**record, "status": "ok", "reason": None, "device_name": device_name(device),
             "threads": threads, **measures}
@@ -153,7 +153,7 @@ def _lm_fields(settings, lm_decoder):
     }
 
 
-def run_five_tests(brain, test_datasets, settings, tags, output_folder, cpu_plans=None,
+def run_five_tests(brain, test_datasets, settings, tags, output_folder, cpu_decisions=None,
                    lm_first=False):
     """Runs the five tests on every test set and appends their records to
     ``<output_folder>/benchmark.json`` and ``benchmark.csv``.
@@ -177,8 +177,8 @@ def run_five_tests(brain, test_datasets, settings, tags, output_folder, cpu_plan
         record field raises a ValueError.
     output_folder : str or Path
         The experiment folder.
-    cpu_plans : CpuPlans, optional
-        CPU plans kept from earlier tests of the same model (a new one otherwise).
+    cpu_decisions : CpuDecisions, optional
+        CPU decisions kept from earlier tests of the same model (a new one otherwise).
     lm_first : bool
         Run the LM tests before the greedy tests and the MAC count (to show that the
         order moves no figure: ``tools/clock_check.py``); the records keep their order.
@@ -190,7 +190,7 @@ def run_five_tests(brain, test_datasets, settings, tags, output_folder, cpu_plan
         CPU greedy, CPU LM, MACs.
     """
     settings.validate()
-    cpu_plans = CpuPlans() if cpu_plans is None else cpu_plans
+    cpu_decisions = CpuDecisions() if cpu_decisions is None else cpu_decisions
     gpu_device = next((d for d in settings.devices if d.startswith("cuda")), "cuda")
     timed_tests = [
         (test, device, device in settings.devices, uses_lm)
@@ -239,7 +239,7 @@ def run_five_tests(brain, test_datasets, settings, tags, output_folder, cpu_plan
                         if uses_lm == lm_pass:
                             record = _timed_test_record(
                                 brain, test_set, dataset, settings, test, lm_decoder, common,
-                                threads, cpu_plans,
+                                threads, cpu_decisions,
                             )
                             results[test_set, name] = _tagged(record, tags)
                     if not lm_pass:
@@ -272,9 +272,9 @@ def benchmark_experiment(brain, test_datasets, settings):
         The records of every configuration, in the Brain's order.
     """
     records = []
-    cpu_plans = CpuPlans()  # the CPU plan is made once for every configuration's tests
+    cpu_decisions = CpuDecisions()  # the CPU decision is made once for every configuration's tests
     for tags, configured in brain.benchmark_configurations():
         with configured:
             records += run_five_tests(brain, test_datasets, settings, tags,
-                                      brain.hparams.output_folder, cpu_plans)
+                                      brain.hparams.output_folder, cpu_decisions)
     return records

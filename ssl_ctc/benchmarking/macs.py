@@ -11,7 +11,7 @@ import io
 import torch
 from ptflops import get_model_complexity_info
 
-from ssl_ctc.front_end import channels_first_front_ends
+from ssl_ctc.cpu.front_end import channels_first_front_ends
 
 
 def _attention_product_macs(inputs, outputs):

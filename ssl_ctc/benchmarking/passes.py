@@ -27,7 +27,7 @@ from speechbrain.utils.metric_stats import ErrorRateStats
 from ssl_ctc.benchmarking.macs import count_macs, count_module_hook_macs, evenly_spaced_indices
 from ssl_ctc.benchmarking.measurement import PeakMemory, synchronize
 from ssl_ctc.benchmarking.records import per_utterance_extras, summarize_extras
-from ssl_ctc.cpu.plan import cpu_inference
+from ssl_ctc.cpu.decision import cpu_inference
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.data import longest_test_batches, make_test_loader, test_batches_from
 from ssl_ctc.precision import autocast
@@ -45,7 +45,7 @@ def transcribe_batches(brain, batches, device, precision, lm_decoder, timers):
         wav_lens = batch.sig.lengths.to(device)
         forward_start = time.perf_counter()
         timers["data"] += forward_start - data_start
-        # On CPU the precision is ``cpu_inference``'s plan, already entered.
+        # On CPU the precision is ``cpu_inference``'s decision, already entered.
         with autocast(device, precision) if device.startswith("cuda") else contextlib.nullcontext():
             output = brain.infer_batch(wavs, wav_lens)
         synchronize(device)
@@ -70,12 +70,13 @@ def transcribe_batches(brain, batches, device, precision, lm_decoder, timers):
     return ids, references, hypotheses, audio_seconds, extras
 
 
-def inference_path(brain, loader, device, precision, cpu_plans=None):
-    """On CPU, ``cpu_inference`` over the brain's modules (its plan); on GPU, nothing (None).
+def inference_path(brain, loader, device, precision, cpu_decisions=None):
+    """On CPU, ``cpu_inference`` over the brain's modules (its decision); on GPU, nothing (None).
 
     The probe (the median batch of the sorted set, loaded once and only if used) checks
     a reduced precision's output against fp32 and times ``"auto"``'s candidates; with
-    ``cpu_plans`` (a ``CpuPlans``) a plan made by an earlier test of the same model is reused.
+    ``cpu_decisions`` (a ``CpuDecisions``) a decision made by an earlier test of the same model
+    is reused.
     """
     if device.startswith("cuda"):
         return contextlib.nullcontext()
@@ -87,7 +88,7 @@ def inference_path(brain, loader, device, precision, cpu_plans=None):
         signal = median_batch[0].sig
         return brain.infer_batch(signal.data.to(device), signal.lengths.to(device))
 
-    return cpu_inference(brain.modules, precision, probe=probe, plans=cpu_plans)
+    return cpu_inference(brain.modules, precision, probe=probe, decisions=cpu_decisions)
 
 
 def timed_pass(brain, loader, device, precision, lm_decoder):
@@ -128,18 +129,19 @@ def timed_pass(brain, loader, device, precision, lm_decoder):
     return measures
 
 
-def run_inference_test(brain, dataset, settings, device, lm_decoder, cpu_plans=None):
+def run_inference_test(brain, dataset, settings, device, lm_decoder, cpu_decisions=None):
     """Memory pass, warm-up, then ``settings.timed_passes`` timed passes; returns the
     measures of the median pass (the lower middle one of an even count) with every
     pass's time.
 
-    ``cpu_plans`` (a ``ssl_ctc.cpu.plan.CpuPlans``) keeps the CPU plan between tests.
+    ``cpu_decisions`` (a ``ssl_ctc.cpu.decision.CpuDecisions``) keeps the CPU decision between
+    tests.
     """
     precision = settings.gpu_precision if device.startswith("cuda") else settings.cpu_precision
     loader = make_test_loader(dataset, settings.batch_size)
     with torch.inference_mode(), inference_path(brain, loader, device, precision,
-                                                cpu_plans) as plan:
-        precision = precision if plan is None else plan.precision
+                                                cpu_decisions) as decision:
+        precision = precision if decision is None else decision.precision
         with PeakMemory(device) as memory:
             transcribe_batches(brain, longest_test_batches(loader, 1), device, precision,
                                lm_decoder, collections.Counter())
@@ -168,8 +170,8 @@ def run_inference_test(brain, dataset, settings, device, lm_decoder, cpu_plans=N
         "peak_memory_pass": "the longest batch, before the warm-up",
         "resident_memory_before_mb": memory.resident_before_mb,
     }
-    if plan is not None:
-        measures.update(plan.record())
+    if decision is not None:
+        measures.update(decision.record())
     return measures
 
 

@@ -49,7 +49,7 @@ class BenchmarkSettings:
     cpu_precision : str
         "fp32", "bf16" (autocast), "int8" (dynamic) or "auto" (bf16 where the CPU has bf16
         instructions and it measures faster) on CPU (``benchmark_cpu_precision``); the
-        linear layers run through ``ssl_ctc.cpu.plan``.
+        linear layers run through ``ssl_ctc.cpu.decision``.
     gpu_precision : str
         "fp32", "fp16" or "bf16" (autocast) on GPU (``benchmark_gpu_precision``).
     mac_batches : int, optional

@@ -1,15 +1,14 @@
-"""The CPU path of some modules: kernels, WavLM attention and CNN front end swapped in, undone.
+"""Applying a CPU decision: kernels, WavLM attention and CNN front end swapped in, undone.
 
-Modules keep their parameters, so state-dict keys and training are untouched:
-the classes of their ``nn.Linear`` and WavLM attention instances are swapped on
-entry and restored on exit. ``CpuPaths`` is the policy of the five tests (one
-kernel per precision, the front end measured once per precision), shared with
-the speed script so that both time the same path.
+A path is what runs: ``CpuInferencePath`` (the recipe's kernels, attention and front end)
+or ``HuggingFacePath`` (Hugging Face's own layers). Modules keep their parameters, so
+state-dict keys and training are untouched: the classes of their ``nn.Linear`` and WavLM
+attention instances are swapped on entry and restored on exit. Which path runs is decided
+in ``ssl_ctc.cpu.decision``; ``choose_path`` measures the two whole-model paths for it.
 
 Usage::
 
-    paths = CpuPaths.choose(brain.modules, ["fp32", "int8"])
-    with paths.of(brain.modules, "int8").applied():
+    with CpuInferencePath(brain.modules, "onednn").applied():
         output = brain.infer_batch(wavs, wav_lens)
 """
 
@@ -20,125 +19,22 @@ from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 from ssl_ctc.cpu.attention import FastWavLMAttention
 from ssl_ctc.cpu.check import check_modules, fp32_forward
+from ssl_ctc.cpu.front_end import (
+    FRONT_ENDS,
+    channels_first_front_ends,
+    front_end_kernels,
+    front_end_mode,
+    matmul_front_ends,
+)
 from ssl_ctc.cpu.kernels import (
     KERNEL_PRECISIONS,
     KERNELS,
-    PROBE_REPEATS,
     REDUCED_PRECISION_KERNELS,
     KernelLinear,
-    choose_backend,
     conv_as_linear,
     median_seconds,
     plain_linears,
 )
-from ssl_ctc.front_end import MatmulFeatureEncoder, channels_first_front_ends
-from ssl_ctc.precision import autocast
-
-# CNN front ends: ``MatmulFeatureEncoder``'s channels-last products, or Hugging Face's convolutions.
-FRONT_ENDS = ("matmul", "hugging_face")
-
-
-FRONT_END_PROBE_SAMPLES = (1, 32000)  # one 2-second utterance at 16 kHz
-
-
-def matmul_front_ends(modules):
-    """The ``MatmulFeatureEncoder`` instances in ``modules`` (none: no front end to choose)."""
-    return [module for module in modules.modules() if isinstance(module, MatmulFeatureEncoder)]
-
-
-def front_end_mode(modules, front_end):
-    """Context in which ``modules``' front ends run as ``front_end`` (one of ``FRONT_ENDS``)."""
-    if front_end == "hugging_face":
-        return channels_first_front_ends(modules)
-    return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def front_end_kernels(front_ends, kernel_of):
-    """Each ``MatmulFeatureEncoder``'s convolutions run ``kernel_of(conv)`` for the block.
-
-    Example
-    -------
-    >>> from transformers import WavLMConfig, WavLMModel
-    >>> from ssl_ctc.front_end import use_matmul_front_end
-    >>> front_end = use_matmul_front_end(WavLMModel(WavLMConfig(hidden_size=32,
-    ...     num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7)))
-    >>> with front_end_kernels([front_end], lambda conv: KERNELS["onednn"](conv_as_linear(conv))):
-    ...     len(front_end.conv_kernels)
-    7
-    >>> front_end.conv_kernels is None
-    True
-    """
-    for front_end in front_ends:
-        front_end.conv_kernels = [kernel_of(layer.conv) for layer in front_end.conv_layers]
-    try:
-        yield
-    finally:
-        for front_end in front_ends:
-            front_end.conv_kernels = None
-
-
-def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS, conv_backend=None):
-    """The faster CNN front end on this machine, and the seconds measured.
-
-    Which one wins depends on the processor (oneDNN's convolutions against its
-    matrix products): it is measured, alternately, on a random 2-second
-    utterance through the first ``MatmulFeatureEncoder`` in ``modules``.
-
-    Arguments
-    ---------
-    modules : torch.nn.Module
-        Searched recursively.
-    precision : str
-        "fp32", "bf16" (measured under bf16 autocast) or "int8" (the front end is fp32).
-    repeats : int
-        Timed calls per front end and round (median kept; best of two rounds).
-    conv_backend : str, optional
-        Kernel (a key of ``KERNELS``) of the matmul front end's products in fp32; None:
-        ``F.linear`` (as under bf16 autocast).
-
-    Returns
-    -------
-    tuple
-        ``(front_end, {front_end: seconds})``, ``front_end`` one of ``FRONT_ENDS``;
-        ``(None, {})`` without a ``MatmulFeatureEncoder`` (nothing is measured).
-
-    Example
-    -------
-    >>> from transformers import WavLMConfig, WavLMModel
-    >>> from ssl_ctc.front_end import use_matmul_front_end
-    >>> model = WavLMModel(WavLMConfig(hidden_size=32, num_hidden_layers=1,
-    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7))
-    >>> choose_front_end(model)
-    (None, {})
-    >>> _ = use_matmul_front_end(model)
-    >>> front_end, seconds = choose_front_end(model)
-    >>> front_end in FRONT_ENDS, sorted(seconds) == sorted(FRONT_ENDS)
-    (True, True)
-    """
-    front_ends = matmul_front_ends(modules)
-    if not front_ends:
-        return None, {}
-    front_end = front_ends[0]
-    wavs = torch.randn(*FRONT_END_PROBE_SAMPLES)
-    seconds = {}
-    packed = {}  # conv -> kernel, packed once for both rounds
-
-    def kernel_of(conv):
-        if conv not in packed:
-            packed[conv] = KERNELS[conv_backend](conv_as_linear(conv))
-        return packed[conv]
-
-    with torch.inference_mode(), autocast("cpu", precision):
-        for _ in range(2):  # alternated, so that a load change does not favour one
-            for name in FRONT_ENDS:
-                kernels = contextlib.nullcontext()
-                if name == "matmul" and conv_backend is not None:
-                    kernels = front_end_kernels([front_end], kernel_of)
-                with front_end_mode(front_end, name), kernels:
-                    median = median_seconds(lambda: front_end(wavs), repeats)
-                seconds[name] = min(seconds.get(name, median), median)
-    return min(seconds, key=seconds.get), seconds
 
 
 class HuggingFacePath:
@@ -315,124 +211,3 @@ class CpuInferencePath:
                 del linear.cpu_kernel, linear.cpu_kernel_precision
             for attention in self.attentions:
                 attention.__class__ = WavLMAttention
-
-
-class CpuPaths:
-    """The five tests' CPU path of any modules in any precision: choices made once, one cache.
-
-    Arguments
-    ---------
-    fp32_backend : str
-        Kernel of the fp32 linear layers (see ``FP32_BACKENDS``).
-    front_ends : dict, optional
-        Precision -> CNN front end (see ``CpuInferencePath``); "matmul" where absent.
-    measurements : dict, optional
-        What the choices measured (``choose``).
-    bf16_backend : str
-        Kernel of the bf16 linear layers (see ``BF16_BACKENDS``).
-    fp32_path : str
-        "recipe", or "hugging_face" where the model measured faster on its own layers in
-        fp32 (``choose_path``): fp32 then runs ``HuggingFacePath``.
-
-    Example
-    -------
-    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8))
-    >>> paths = CpuPaths("onednn")
-    >>> paths.of(model, "fp32").backend, paths.of(model, "int8").backend, paths.kernel("bf16")
-    ('onednn', 'int8', 'bf16')
-    """
-
-    def __init__(self, fp32_backend, front_ends=None, measurements=None, bf16_backend="bf16",
-                 fp32_path="recipe"):
-        self.fp32_backend = fp32_backend
-        self.bf16_backend = bf16_backend
-        self.fp32_path = fp32_path
-        self.front_ends = {} if front_ends is None else front_ends
-        self.measurements = {} if measurements is None else measurements
-        self.kernel_cache = {}  # paths over the same layers pack their weights once
-
-    @classmethod
-    def choose(cls, modules, precisions, backend="auto", probe=None):
-        """Measure on ``modules`` the fp32 and bf16 kernels and, per precision, the front end.
-
-        Arguments
-        ---------
-        modules : torch.nn.Module
-            Representative modules (the speed script's baseline).
-        precisions : list of str
-            "fp32", "bf16", "int8": the precisions whose front end is chosen (fp32's always,
-            for a refused reduced precision).
-        backend : str
-            "auto" (measured: ``choose_backend``, ``choose_front_end``), or one of
-            ``FP32_BACKENDS`` (nothing measured, the matmul front end, ``F.linear`` in bf16).
-        probe : callable, optional
-            One representative forward of ``modules``: with it, "auto" also measures the
-            whole fp32 model against Hugging Face's own layers (``choose_path``).
-
-        Returns
-        -------
-        CpuPaths
-            With ``measurements``: ``fp32_backend_gmacs_per_s``, ``front_end_seconds`` and,
-            with bf16, ``bf16_backend_gmacs_per_s``.
-
-        Example
-        -------
-        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8))
-        >>> paths = CpuPaths.choose(model, ["int8"])
-        >>> paths.front_ends, sorted(paths.measurements)
-        ({'fp32': None, 'int8': None}, ['fp32_backend_gmacs_per_s', 'front_end_seconds'])
-        """
-        if backend != "auto":
-            return cls(backend)
-        linears = plain_linears(modules)
-        fp32_backend, bf16_backend, measurements = "aten", "bf16", {}
-        if linears:
-            fp32_backend, measurements["fp32_backend_gmacs_per_s"] = choose_backend(linears)
-            if "bf16" in precisions:
-                bf16_backend, measurements["bf16_backend_gmacs_per_s"] = choose_backend(
-                    linears, "bf16")
-        # The front end runs in fp32 under int8: its fp32 measurement serves both.
-        measured = {}
-        for precision in ("fp32", *precisions):
-            measured_as = "fp32" if precision == "int8" else precision
-            if measured_as not in measured:
-                conv_backend = None if measured_as == "bf16" else fp32_backend
-                measured[measured_as] = choose_front_end(modules, measured_as,
-                                                         conv_backend=conv_backend)
-        choices = {name: measured["fp32" if name == "int8" else name]
-                   for name in dict.fromkeys(("fp32", *precisions))}
-        measurements["front_end_seconds"] = {name: seconds
-                                             for name, (_, seconds) in choices.items()}
-        paths = cls(fp32_backend, {name: front_end for name, (front_end, _) in choices.items()},
-                    measurements, bf16_backend)
-        if probe is not None and "fp32" in precisions:
-            paths.fp32_path, measurements["path_seconds"] = choose_path(
-                modules, paths.of(modules, "fp32"), probe)
-        return paths
-
-    def kernel(self, precision):
-        """Kernel of the linear layers in ``precision`` (a key of ``KERNELS``, or
-        "hugging_face" for ``HuggingFacePath``)."""
-        if precision == "fp32" and self.fp32_path == "hugging_face":
-            return "hugging_face"
-        return {"fp32": self.fp32_backend, "bf16": self.bf16_backend, "int8": "int8"}[precision]
-
-    def conv_kernel(self, precision):
-        """Kernel of the matmul front end's products in ``precision``: the fp32 backend, or None
-        under bf16 (autocast runs them); int8 keeps the front end in fp32."""
-        return None if precision == "bf16" else self.fp32_backend
-
-    def of(self, modules, precision, fp32_layers=()):
-        """``CpuInferencePath`` of ``modules`` in ``precision`` (``fp32_layers``: see there), or
-        ``HuggingFacePath`` in fp32 where that was chosen."""
-        if precision == "fp32" and self.fp32_path == "hugging_face":
-            return HuggingFacePath(modules)
-        return CpuInferencePath(modules, self.kernel(precision), self.kernel_cache,
-                                self.front_end(precision), fp32_layers,
-                                self.conv_kernel(precision))
-
-    def front_end(self, precision):
-        """CNN front end in ``precision`` (one of ``FRONT_ENDS``; None: the modules have none)."""
-        if precision == "fp32" and self.fp32_path == "hugging_face":
-            return "hugging_face"
-        return self.front_ends.get(precision, "matmul")

@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 
 from ssl_ctc.brain import SSLCTCBrain
+from ssl_ctc.cpu.front_end import channels_first_front_ends
 from ssl_ctc.ctc import greedy_decode
 from ssl_ctc.files import current_umask, display_path, write_atomically, write_json
-from ssl_ctc.front_end import channels_first_front_ends
 from ssl_ctc.imports import import_object
 from ssl_ctc.inference.deploy import (
     GRAPH_FILES,

@@ -30,7 +30,7 @@ import soundfile
 import torch
 from speechbrain.dataio.preprocess import AudioNormalizer
 
-from ssl_ctc.cpu.plan import cpu_inference
+from ssl_ctc.cpu.decision import cpu_inference
 from ssl_ctc.encoder import SAMPLE_RATE
 from ssl_ctc.inference.deploy import GRAPH_FILES, RUNTIMES, load_exported_model
 from ssl_ctc.inference.loading import load_inference_encoder
@@ -218,7 +218,7 @@ class Transcriber:
     device : str
         ``cpu`` or ``cuda``.
     precision : str
-        On CPU the five tests' CPU path (``ssl_ctc.cpu.plan``): ``fp32`` (the fastest
+        On CPU the five tests' CPU path (``ssl_ctc.cpu.decision``): ``fp32`` (the fastest
         exact kernel), ``bf16``, ``int8`` (dynamic, every linear layer) or ``auto``; on
         GPU ``fp32``, ``fp16`` or ``bf16`` autocast. With an ONNX runtime, the exported
         graph: ``fp32`` (``model.onnx``) or ``int8`` (``model.int8.onnx``).
@@ -269,7 +269,7 @@ class Transcriber:
                 folder, runtime, precision, threads)
             frame_grid = self.encoder.frame_grid
         self._path_active = False
-        self.plan = None  # the CPU plan of the last block (what ``auto`` chose)
+        self.cpu_decision = None  # the CPU decision of the last block (what ``auto`` chose)
         self.tokenizer = self.hparams["tokenizer"]
         self.decoding_options = {
             "lm_path": lm_path,
@@ -286,14 +286,14 @@ class Transcriber:
     def inference_path(self, probe_waveforms=()):
         """The precision's inference path for a block (entered once, however deeply nested).
 
-        On CPU ``ssl_ctc.cpu.plan.cpu_inference`` (measured once per block, modules
-        restored after it; ``plan`` says what it chose), on GPU autocast; nothing for an
+        On CPU ``ssl_ctc.cpu.decision.cpu_inference`` (measured once per block, modules
+        restored after it; ``cpu_decision`` says what it chose), on GPU autocast; nothing for an
         exported graph (its runtime and file are its path).
 
         Arguments
         ---------
         probe_waveforms : sequence of torch.Tensor
-            A batch of the files to transcribe: the CPU plan checks a reduced precision's
+            A batch of the files to transcribe: the CPU decision checks a reduced precision's
             output on it and, for ``auto``, times bf16 against fp32 on it.
         """
         if self._path_active or self.runtime != "torch":
@@ -310,12 +310,12 @@ class Transcriber:
                 else autocast(self.device, self.precision))
         self._path_active = True
         try:
-            with path as plan:
-                if plan is not None:
-                    self.plan = plan
-                    logger.info(f"CPU inference: {plan.precision}, {plan.backend} kernels"
-                                + (f", fp32 fallbacks: {sorted(plan.fallbacks)}"
-                                   if plan.fallbacks else ""))
+            with path as decision:
+                if decision is not None:
+                    self.cpu_decision = decision
+                    logger.info(f"CPU inference: {decision.precision}, {decision.backend} kernels"
+                                + (f", fp32 fallbacks: {sorted(decision.fallbacks)}"
+                                   if decision.fallbacks else ""))
                 yield
         finally:
             self._path_active = False

@@ -11,11 +11,13 @@ time than in compute, ``MatmulFeatureEncoder`` runs the same layers in the
 its overlapping windows (``Tensor.unfold``), after which LayerNorm normalises
 the contiguous last dimension with no transpose. Same modules, weights and
 state-dict keys; same outputs to float rounding. On other devices the layers
-run as in Hugging Face's forward.
+run as in Hugging Face's forward. Which of the two front ends (``FRONT_ENDS``) is
+faster depends on the processor: ``choose_front_end`` measures them (for the decision,
+``ssl_ctc.cpu.decision``); ``front_end_mode`` and ``front_end_kernels`` apply one.
 
 Usage::
 
-    from ssl_ctc.front_end import use_matmul_front_end
+    from ssl_ctc.cpu.front_end import use_matmul_front_end
     use_matmul_front_end(model)  # a transformers Wav2Vec2/HuBERT/WavLM model
 
 Authors
@@ -27,7 +29,20 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from ssl_ctc.cpu.kernels import runs_cpu_kernel
+from ssl_ctc.cpu.kernels import (
+    KERNELS,
+    PROBE_REPEATS,
+    conv_as_linear,
+    median_seconds,
+    runs_cpu_kernel,
+)
+from ssl_ctc.precision import autocast
+
+# CNN front ends: ``MatmulFeatureEncoder``'s channels-last products, or Hugging Face's convolutions.
+FRONT_ENDS = ("matmul", "hugging_face")
+
+
+FRONT_END_PROBE_SAMPLES = (1, 32000)  # one 2-second utterance at 16 kHz
 
 
 class MatmulFeatureEncoder(torch.nn.Module):
@@ -64,7 +79,7 @@ class MatmulFeatureEncoder(torch.nn.Module):
                 )
         self.conv_layers = feature_encoder.conv_layers
         self.use_matmuls = True  # False: Hugging Face's layers everywhere (module-hook MAC counts)
-        # One ``kernel(windows)`` per layer in CPU inference (set by ``ssl_ctc.cpu.path``: weights
+        # One ``kernel(windows)`` per layer in CPU inference (set by ``front_end_kernels``: weights
         # packed for the processor); None: ``F.linear``.
         self.conv_kernels = None
 
@@ -193,3 +208,114 @@ def channels_first_front_ends(module):
     finally:
         for front_end in front_ends:
             front_end.use_matmuls = True
+
+
+def front_end_precision(precision):
+    """The precision the CNN front end runs in for a model's CPU ``precision``: int8 quantizes
+    the linear layers only (the front end stays fp32), bf16 autocast runs it in bf16.
+
+    Example
+    -------
+    >>> front_end_precision("int8"), front_end_precision("bf16"), front_end_precision("fp32")
+    ('fp32', 'bf16', 'fp32')
+    """
+    return "fp32" if precision == "int8" else precision
+
+
+def matmul_front_ends(modules):
+    """The ``MatmulFeatureEncoder`` instances in ``modules`` (none: no front end to choose)."""
+    return [module for module in modules.modules() if isinstance(module, MatmulFeatureEncoder)]
+
+
+def front_end_mode(modules, front_end):
+    """Context in which ``modules``' front ends run as ``front_end`` (one of ``FRONT_ENDS``)."""
+    if front_end == "hugging_face":
+        return channels_first_front_ends(modules)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def front_end_kernels(front_ends, kernel_of):
+    """Each ``MatmulFeatureEncoder``'s convolutions run ``kernel_of(conv)`` for the block.
+
+    Example
+    -------
+    >>> from transformers import WavLMConfig, WavLMModel
+    >>> front_end = use_matmul_front_end(WavLMModel(WavLMConfig(hidden_size=32,
+    ...     num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7)))
+    >>> with front_end_kernels([front_end], lambda conv: KERNELS["onednn"](conv_as_linear(conv))):
+    ...     len(front_end.conv_kernels)
+    7
+    >>> front_end.conv_kernels is None
+    True
+    """
+    for front_end in front_ends:
+        front_end.conv_kernels = [kernel_of(layer.conv) for layer in front_end.conv_layers]
+    try:
+        yield
+    finally:
+        for front_end in front_ends:
+            front_end.conv_kernels = None
+
+
+def choose_front_end(modules, precision="fp32", repeats=PROBE_REPEATS, conv_backend=None):
+    """The faster CNN front end on this machine, and the seconds measured.
+
+    Which one wins depends on the processor (oneDNN's convolutions against its
+    matrix products): it is measured, alternately, on a random 2-second
+    utterance through the first ``MatmulFeatureEncoder`` in ``modules``.
+
+    Arguments
+    ---------
+    modules : torch.nn.Module
+        Searched recursively.
+    precision : str
+        "fp32", "bf16" (measured under bf16 autocast) or "int8" (the front end is fp32).
+    repeats : int
+        Timed calls per front end and round (median kept; best of two rounds).
+    conv_backend : str, optional
+        Kernel (a key of ``KERNELS``) of the matmul front end's products in fp32; None:
+        ``F.linear`` (as under bf16 autocast).
+
+    Returns
+    -------
+    tuple
+        ``(front_end, {front_end: seconds})``, ``front_end`` one of ``FRONT_ENDS``;
+        ``(None, {})`` without a ``MatmulFeatureEncoder`` (nothing is measured).
+
+    Example
+    -------
+    >>> from transformers import WavLMConfig, WavLMModel
+    >>> model = WavLMModel(WavLMConfig(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7))
+    >>> choose_front_end(model)
+    (None, {})
+    >>> _ = use_matmul_front_end(model)
+    >>> front_end, seconds = choose_front_end(model)
+    >>> front_end in FRONT_ENDS, sorted(seconds) == sorted(FRONT_ENDS)
+    (True, True)
+    """
+    front_ends = matmul_front_ends(modules)
+    if not front_ends:
+        return None, {}
+    front_end = front_ends[0]
+    wavs = torch.randn(*FRONT_END_PROBE_SAMPLES)
+    seconds = {}
+    packed = {}  # conv -> kernel, packed once for both rounds
+
+    def kernel_of(conv):
+        if conv not in packed:
+            packed[conv] = KERNELS[conv_backend](conv_as_linear(conv))
+        return packed[conv]
+
+    with torch.inference_mode(), autocast("cpu", precision):
+        for _ in range(2):  # alternated, so that a load change does not favour one
+            for name in FRONT_ENDS:
+                kernels = contextlib.nullcontext()
+                if name == "matmul" and conv_backend is not None:
+                    kernels = front_end_kernels([front_end], kernel_of)
+                with front_end_mode(front_end, name), kernels:
+                    median = median_seconds(lambda: front_end(wavs), repeats)
+                seconds[name] = min(seconds.get(name, median), median)
+    return min(seconds, key=seconds.get), seconds
+
